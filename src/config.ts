@@ -1,0 +1,170 @@
+// One validated configuration object, whether it comes from the command line or from code.
+// Each field's error names the flag a person would set, so both entry points read the same.
+
+export interface ProxyRule {
+  /** Path prefix without surrounding slashes, possibly several segments ("api/v1"). */
+  prefix: string;
+  url: string;
+}
+
+export interface Config {
+  /** Domains served with TLS; empty means local mode (plain HTTP + WebSocket). */
+  domains: string[];
+  emails: string[];
+  cache: string | undefined;
+  /** History messages kept per channel. */
+  limit: number;
+  fileLimit: number;
+  wwwroot: string | undefined;
+  staging: boolean;
+  host: string;
+  port: number;
+  redirect: boolean;
+  httpPort: number;
+  compressionCacheMb: number;
+  rateLimit: number | undefined;
+  proxies: ProxyRule[];
+  acmeDirectory: string | undefined;
+  acmeCa: string | undefined;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  history: string;
+  peers: string[];
+  peerUid: string | undefined;
+  redis: string | undefined;
+  workers: number;
+  adminPort: number | undefined;
+  pingIntervalMs: number;
+  maxMessageSize: number;
+  maxBuffered: number;
+  /** A connection that sends no join frame within this time is closed. */
+  joinTimeoutMs: number;
+  /** A member over a quarter of maxBuffered that makes no progress this long is closed. */
+  slowConsumerGraceMs: number;
+  /** The shared secret MLES_KEY; when set, every join must carry the keyed auth hash. */
+  key: string | undefined;
+}
+
+export const LOCAL_PORT = 8080;
+export const TLS_PORT = 443;
+export const MiB = 1024 * 1024;
+
+export const defaults = {
+  limit: 200,
+  fileLimit: 256,
+  httpPort: 80,
+  compressionCacheMb: 24,
+  history: 'memory',
+  workers: 1,
+  pingIntervalMs: 24_000,
+  maxMessageSize: 8 * MiB,
+  maxBuffered: 64 * MiB,
+  joinTimeoutMs: 10_000,
+  slowConsumerGraceMs: 5_000,
+} as const;
+
+export class ConfigError extends Error {
+  constructor(readonly flag: string, message: string) {
+    super(`${flag}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function checkInteger(flag: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(flag, `must be an integer from ${min} to ${max}, got ${value}`);
+  }
+}
+
+/** Parses a "PREFIX=URL" proxy rule. */
+export function parseProxyRule(text: string): ProxyRule {
+  const eq = text.indexOf('=');
+  if (eq < 0) throw new ConfigError('--proxy', `rule "${text}" must be PREFIX=URL`);
+  const prefix = text.slice(0, eq).replace(/^\/+|\/+$/g, '');
+  const url = text.slice(eq + 1);
+  if (prefix === '') throw new ConfigError('--proxy', `rule "${text}" has an empty prefix`);
+  checkUrl('--proxy', url, ['http:', 'https:']);
+  return { prefix, url: url.replace(/\/+$/, '') };
+}
+
+function checkUrl(flag: string, url: string, protocols: string[]): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError(flag, `"${url}" is not a URL`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(flag, `"${url}" must use ${protocols.map((p) => p.slice(0, -1)).join(' or ')}`);
+  }
+}
+
+const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** Fills defaults and validates; throws ConfigError naming the offending flag. */
+export function resolveConfig(input: Partial<Config> = {}): Config {
+  const domains = (input.domains ?? []).map((d) => d.toLowerCase());
+  const config: Config = {
+    domains,
+    emails: input.emails ?? [],
+    cache: input.cache,
+    limit: input.limit ?? defaults.limit,
+    fileLimit: input.fileLimit ?? defaults.fileLimit,
+    wwwroot: input.wwwroot,
+    staging: input.staging ?? false,
+    host: input.host ?? (domains.length > 0 ? '::' : '127.0.0.1'),
+    port: input.port ?? (domains.length > 0 ? TLS_PORT : LOCAL_PORT),
+    redirect: input.redirect ?? false,
+    httpPort: input.httpPort ?? defaults.httpPort,
+    compressionCacheMb: input.compressionCacheMb ?? defaults.compressionCacheMb,
+    rateLimit: input.rateLimit,
+    proxies: input.proxies ?? [],
+    acmeDirectory: input.acmeDirectory,
+    acmeCa: input.acmeCa,
+    tlsCert: input.tlsCert,
+    tlsKey: input.tlsKey,
+    history: input.history ?? defaults.history,
+    peers: input.peers ?? [],
+    peerUid: input.peerUid,
+    redis: input.redis,
+    workers: input.workers ?? defaults.workers,
+    adminPort: input.adminPort,
+    pingIntervalMs: input.pingIntervalMs ?? defaults.pingIntervalMs,
+    maxMessageSize: input.maxMessageSize ?? defaults.maxMessageSize,
+    maxBuffered: input.maxBuffered ?? defaults.maxBuffered,
+    joinTimeoutMs: input.joinTimeoutMs ?? defaults.joinTimeoutMs,
+    slowConsumerGraceMs: input.slowConsumerGraceMs ?? defaults.slowConsumerGraceMs,
+    key: input.key,
+  };
+  for (const domain of config.domains) {
+    if (!DOMAIN.test(domain)) throw new ConfigError('--domains', `"${domain}" is not a domain name`);
+  }
+  for (const email of config.emails) {
+    if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw new ConfigError('--email', `"${email}" is not an e-mail address`);
+  }
+  checkInteger('--limit', config.limit, 1, 999_999);
+  checkInteger('--filelimit', config.fileLimit, 1, 1_000_000);
+  checkInteger('--port', config.port, 0, 65_535);
+  checkInteger('--http-port', config.httpPort, 0, 65_535);
+  checkInteger('--compression-cache', config.compressionCacheMb, 0, 1_000_000);
+  if (config.rateLimit !== undefined) checkInteger('--rate-limit', config.rateLimit, 1, 1_000_000_000);
+  if (config.adminPort !== undefined) checkInteger('--admin-port', config.adminPort, 0, 65_535);
+  checkInteger('--workers', config.workers, 1, 1024);
+  checkInteger('--ping-interval', config.pingIntervalMs, 10, 3_600_000);
+  checkInteger('--max-message-size', config.maxMessageSize, 1, 1024 * MiB);
+  checkInteger('--max-buffered', config.maxBuffered, 1024, 64 * 1024 * MiB);
+  checkInteger('--join-timeout', config.joinTimeoutMs, 10, 3_600_000);
+  checkInteger('slowConsumerGraceMs', config.slowConsumerGraceMs, 1, 3_600_000);
+  if (config.host === '') throw new ConfigError('--host', 'must not be empty');
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    throw new ConfigError(config.tlsCert === undefined ? '--tls-cert' : '--tls-key', '--tls-cert and --tls-key go together');
+  }
+  if (config.acmeDirectory !== undefined) checkUrl('--acme-directory', config.acmeDirectory, ['https:', 'http:']);
+  for (const peer of config.peers) checkUrl('--peer', peer, ['ws:', 'wss:']);
+  if (config.redis !== undefined) checkUrl('--redis', config.redis, ['redis:', 'rediss:']);
+  if (config.history !== 'memory' && !/^sqlite:.+/.test(config.history)) {
+    throw new ConfigError('--history', `"${config.history}" must be "memory" or "sqlite:<path>"`);
+  }
+  if (config.key === '') config.key = undefined;
+  return config;
+}

@@ -1,0 +1,120 @@
+// One channel: its members and its ordered pipeline of joins and messages.
+//
+// Every join and message of a channel becomes a step in one FIFO. A step's store call (append,
+// history read) starts at once, so an asynchronous store can batch them, but steps take effect
+// strictly in arrival order and only once their store call has settled. That gives the order
+// guarantees of spec section 3 for any store: a newcomer's replay holds exactly the messages
+// queued before its join, and it is a member for exactly the messages queued after.
+
+import type { Member } from './member.js';
+import type { Message, MaybePromise } from '../store/store.js';
+
+interface Step {
+  settled: boolean;
+  failed: unknown;
+  history: Message[] | undefined;
+  run(step: Step): void;
+  fail(error: unknown): void;
+}
+
+function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
+  return typeof (value as Promise<T> | undefined)?.then === 'function';
+}
+
+export class Channel {
+  readonly members = new Set<Member>();
+  private readonly steps: Step[] = [];
+  private draining = false;
+
+  /** `onIdle` runs when nobody is joined and nothing is queued: the hub may forget the channel. */
+  constructor(
+    readonly name: string,
+    private readonly stats: { deliveries: number },
+    private readonly onIdle: () => void,
+  ) {}
+
+  leave(member: Member): void {
+    this.members.delete(member);
+    this.checkIdle();
+  }
+
+  private checkIdle(): void {
+    if (this.members.size === 0 && this.steps.length === 0) this.onIdle();
+  }
+
+  /** Queue a message from `from`; it is fanned out once `stored` settles. */
+  publish(from: Member, message: Message, stored: MaybePromise<void>, onError: (e: unknown) => void): void {
+    this.enqueue(stored, {
+      run: () => {
+        for (const member of this.members) {
+          if (member !== from) member.deliver(message);
+        }
+        this.stats.deliveries += this.members.has(from) ? this.members.size - 1 : this.members.size;
+      },
+      fail: onError,
+    });
+  }
+
+  /**
+   * Queue a join: once `history` (read before the join frame was appended) and the join frame's
+   * append settle, the newcomer gets the history and becomes a member.
+   */
+  join(
+    member: Member,
+    history: MaybePromise<Message[]>,
+    stored: MaybePromise<void>,
+    onError: (e: unknown) => void,
+  ): void {
+    const both = isPromise(history) || isPromise(stored)
+      ? Promise.all([history, stored]).then(([h]) => h)
+      : history;
+    this.enqueue(both, {
+      run: (step) => {
+        if (!member.open) return;
+        for (const message of step.history!) member.deliver(message);
+        this.members.add(member);
+      },
+      fail: onError,
+    });
+  }
+
+  private enqueue(
+    ready: MaybePromise<Message[] | void>,
+    actions: Pick<Step, 'run' | 'fail'>,
+  ): void {
+    const step: Step = { settled: true, failed: undefined, history: undefined, ...actions };
+    if (isPromise(ready)) {
+      step.settled = false;
+      ready.then(
+        (value) => this.settle(step, value ?? undefined, undefined),
+        (error: unknown) => this.settle(step, undefined, error ?? new Error('store failed')),
+      );
+    } else {
+      step.history = ready ?? undefined;
+    }
+    this.steps.push(step);
+    this.drain();
+  }
+
+  private settle(step: Step, history: Message[] | undefined, failed: unknown): void {
+    step.settled = true;
+    step.history = history;
+    step.failed = failed;
+    this.drain();
+  }
+
+  private drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.steps.length > 0 && this.steps[0]!.settled) {
+        const step = this.steps.shift()!;
+        if (step.failed === undefined) step.run(step);
+        else step.fail(step.failed);
+      }
+    } finally {
+      this.draining = false;
+    }
+    this.checkIdle();
+  }
+}

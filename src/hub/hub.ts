@@ -1,0 +1,119 @@
+// The hub: channels, the duplicate-session rule, and history expiry. It is transport-free:
+// members come from the network layer, history goes through a HistoryStore.
+
+import { Channel } from './channel.js';
+import type { Member } from './member.js';
+import { Close, type CloseReason } from '../protocol/close-codes.js';
+import { sessionKey, type Join } from '../protocol/join.js';
+import type { HistoryStore, Message } from '../store/store.js';
+
+export const DAY_MS = 24 * 60 * 60 * 1000;
+
+export interface HubOptions {
+  store: HistoryStore;
+  /** Milliseconds since the epoch; injectable so tests can move time. */
+  now?: () => number;
+  /** A channel idle for this long loses its history (spec section 3: 30 days). */
+  idleExpiryMs?: number;
+  onError?: (error: unknown, context: string) => void;
+}
+
+/** Counters for logs and metrics; plain numbers so reading them costs nothing. */
+export interface HubStats {
+  joins: number;
+  duplicates: number;
+  messagesIn: number;
+  deliveries: number;
+  storeErrors: number;
+}
+
+/** What a joined member holds to publish and leave. */
+export interface Session {
+  readonly channel: string;
+  publish(message: Message): void;
+  leave(): void;
+}
+
+export class Hub {
+  readonly store: HistoryStore;
+  readonly stats: HubStats = { joins: 0, duplicates: 0, messagesIn: 0, deliveries: 0, storeErrors: 0 };
+  private readonly channels = new Map<string, Channel>();
+  private readonly sessions = new Set<string>();
+  private readonly now: () => number;
+  private readonly idleExpiryMs: number;
+  private readonly onError: (error: unknown, context: string) => void;
+
+  constructor(options: HubOptions) {
+    this.store = options.store;
+    this.now = options.now ?? Date.now;
+    this.idleExpiryMs = options.idleExpiryMs ?? 30 * DAY_MS;
+    this.onError = options.onError ?? (() => {});
+  }
+
+  get channelCount(): number {
+    return this.channels.size;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /**
+   * Joins `member` to the channel named in `join`, or returns why it is refused. On success the
+   * member receives the channel's history and then every later message of the others.
+   */
+  join(member: Member, join: Join): Session | CloseReason {
+    const key = sessionKey(join);
+    if (this.sessions.has(key)) {
+      this.stats.duplicates++;
+      return Close.duplicate;
+    }
+    this.sessions.add(key);
+    this.stats.joins++;
+    const channel = this.channelFor(join.channel);
+    const history = this.store.read(join.channel);
+    const stored = this.store.append(join.channel, { data: join.text, binary: false }, this.now());
+    channel.join(member, history, stored, (error) => {
+      this.storeFailed(error, `join ${join.channel}`);
+      member.close(Close.historyUnavailable);
+    });
+    let left = false;
+    return {
+      channel: join.channel,
+      publish: (message) => {
+        this.stats.messagesIn++;
+        const stored = this.store.append(join.channel, message, this.now());
+        channel.publish(member, message, stored, (error) => this.storeFailed(error, `append ${join.channel}`));
+      },
+      leave: () => {
+        if (left) return;
+        left = true;
+        this.sessions.delete(key);
+        channel.leave(member);
+      },
+    };
+  }
+
+  /** Drops the history of channels idle for longer than the expiry (run daily). */
+  async expireIdle(): Promise<string[]> {
+    const before = this.now() - this.idleExpiryMs;
+    return this.store.expire(before, (name) => this.channels.has(name));
+  }
+
+  private channelFor(name: string): Channel {
+    let channel = this.channels.get(name);
+    if (!channel) {
+      const created = new Channel(name, this.stats, () => {
+        if (this.channels.get(name) === created) this.channels.delete(name);
+      });
+      channel = created;
+      this.channels.set(name, channel);
+    }
+    return channel;
+  }
+
+  private storeFailed(error: unknown, context: string): void {
+    this.stats.storeErrors++;
+    this.onError(error, context);
+  }
+}

@@ -1,0 +1,15 @@
+// What the hub needs from a connected client. The network layer implements it; the hub never
+// sees sockets.
+
+import type { CloseReason } from '../protocol/close-codes.js';
+import type { Message } from '../store/store.js';
+
+export interface Member {
+  readonly uid: string;
+  /** False once the member has left; the hub stops delivering to it. */
+  readonly open: boolean;
+  /** Queues a message for sending. Must not throw and must not call back into the hub. */
+  deliver(message: Message): void;
+  /** Ends the member's connection (e.g. when its history could not be read). */
+  close(reason: CloseReason): void;
+}

@@ -1,0 +1,136 @@
+// One client connection: waits for the join frame, then relays its frames into the hub and the
+// hub's deliveries onto its socket, enforcing the join timeout, liveness and the send-buffer
+// bound that keeps one slow reader from costing the others anything.
+
+import type { WebSocket } from 'ws';
+import type { Logger } from 'pino';
+import { Close, type CloseReason } from '../protocol/close-codes.js';
+import { parseJoin } from '../protocol/join.js';
+import type { Hub, Session } from '../hub/hub.js';
+import type { Member } from '../hub/member.js';
+import type { Message } from '../store/store.js';
+
+export interface ConnectionLimits {
+  joinTimeoutMs: number;
+  /** Hard bound on unsent bytes: past it the member is closed at once. */
+  maxBuffered: number;
+  /** Over a quarter of maxBuffered with no drain progress for this long: closed as stalled. */
+  slowConsumerGraceMs: number;
+  key: string | undefined;
+}
+
+export interface ConnectionEvents {
+  onClosedForSlowness(): void;
+  onRefused(reason: CloseReason): void;
+}
+
+export class Connection implements Member {
+  uid = '';
+  open = true;
+  /** Pings sent since the client last sent anything (spec section 4). */
+  missedPings = 0;
+  private session: Session | undefined;
+  private joinTimer: NodeJS.Timeout | undefined;
+  // Slow-consumer tracking: bytes queued by us, and the last sample taken while over the soft bound.
+  private bytesQueued = 0;
+  private sampleQueued = 0;
+  private sampleBuffered = 0;
+  private lastProgressAt = 0;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly hub: Hub,
+    private readonly limits: ConnectionLimits,
+    private readonly log: Logger,
+    private readonly events: ConnectionEvents,
+  ) {
+    this.joinTimer = setTimeout(() => this.close(Close.joinTimeout), limits.joinTimeoutMs);
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
+    ws.on('pong', () => (this.missedPings = 0));
+    ws.on('ping', () => (this.missedPings = 0));
+    ws.on('close', () => this.onClose());
+    ws.on('error', (error) => this.log.debug({ err: error }, 'websocket error'));
+  }
+
+  /** Called by the liveness sweep: ping, or close after too many unanswered pings. */
+  heartbeat(maxMissed: number): void {
+    if (!this.open) return;
+    if (this.missedPings >= maxMissed) {
+      this.log.info({ uid: this.uid }, 'ping timeout');
+      this.close(Close.pingTimeout);
+      return;
+    }
+    this.missedPings++;
+    this.ws.ping();
+  }
+
+  deliver(message: Message): void {
+    if (!this.open) return;
+    this.ws.send(message.data, { binary: message.binary });
+    this.bytesQueued += message.data.length;
+    const buffered = this.ws.bufferedAmount;
+    if (buffered > this.limits.maxBuffered / 4) this.checkSlow(buffered);
+    else this.lastProgressAt = 0;
+  }
+
+  close(reason: CloseReason): void {
+    if (!this.open) return;
+    this.open = false;
+    this.leave();
+    this.ws.close(reason.code, reason.reason);
+  }
+
+  private onFrame(data: Buffer, isBinary: boolean): void {
+    this.missedPings = 0;
+    if (!this.open) return;
+    if (this.session) {
+      this.session.publish({ data, binary: isBinary });
+      return;
+    }
+    clearTimeout(this.joinTimer);
+    const parsed = parseJoin(data, isBinary, this.limits.key);
+    if (!parsed.ok) return this.refuse(parsed.close);
+    const joined = this.hub.join(this, parsed.join);
+    if (!('publish' in joined)) return this.refuse(joined);
+    this.uid = parsed.join.uid;
+    this.session = joined;
+    this.log.debug({ uid: this.uid, channel: joined.channel }, 'joined');
+  }
+
+  private refuse(reason: CloseReason): void {
+    this.log.info({ code: reason.code, reason: reason.reason }, 'join refused');
+    this.events.onRefused(reason);
+    this.close(reason);
+  }
+
+  /**
+   * A reader slower than a burst still drains its buffer; a stalled one does not. Close only
+   * a member past the hard bound, or one that has made no progress for the grace period.
+   */
+  private checkSlow(buffered: number): void {
+    const now = performance.now();
+    const drained = this.sampleBuffered + (this.bytesQueued - this.sampleQueued) - buffered;
+    if (this.lastProgressAt === 0 || drained > 0) this.lastProgressAt = now;
+    this.sampleBuffered = buffered;
+    this.sampleQueued = this.bytesQueued;
+    if (buffered > this.limits.maxBuffered || now - this.lastProgressAt > this.limits.slowConsumerGraceMs) {
+      this.log.warn({ uid: this.uid, buffered }, 'closing slow consumer');
+      this.events.onClosedForSlowness();
+      this.open = false;
+      this.leave();
+      // The close frame would sit behind the unread backlog, so drop the socket outright.
+      this.ws.terminate();
+    }
+  }
+
+  private onClose(): void {
+    this.open = false;
+    clearTimeout(this.joinTimer);
+    this.leave();
+  }
+
+  private leave(): void {
+    this.session?.leave();
+    this.session = undefined;
+  }
+}

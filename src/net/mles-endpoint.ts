@@ -1,0 +1,125 @@
+// The Mles WebSocket endpoint: takes HTTP upgrades from any server (plain or TLS), refuses
+// those that do not speak `mles-websocket`, and runs a Connection per accepted socket.
+
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Logger } from 'pino';
+import { Close } from '../protocol/close-codes.js';
+import type { Hub } from '../hub/hub.js';
+import { Connection, type ConnectionLimits } from './connection.js';
+
+export const SUBPROTOCOL = 'mles-websocket';
+const MAX_MISSED_PINGS = 3;
+
+export interface EndpointOptions extends ConnectionLimits {
+  maxMessageSize: number;
+  pingIntervalMs: number;
+}
+
+export interface EndpointStats {
+  connectionsOpen: number;
+  refusals: Map<string, number>;
+  slowConsumerCloses: number;
+}
+
+/** True if the upgrade offers the Mles subprotocol anywhere in its (comma-separated) list. */
+export function offersMles(header: string | undefined): boolean {
+  return header !== undefined && header.split(',').some((p) => p.trim() === SUBPROTOCOL);
+}
+
+function refuseUpgrade(socket: Duplex, status: string, reason: string): void {
+  socket.end(
+    `HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
+      `Content-Length: ${Buffer.byteLength(reason) + 1}\r\n\r\n${reason}\n`,
+  );
+}
+
+export class MlesEndpoint {
+  readonly stats: EndpointStats = { connectionsOpen: 0, refusals: new Map(), slowConsumerCloses: 0 };
+  private readonly wss: WebSocketServer;
+  private readonly connections = new Set<Connection>();
+  private readonly sockets = new Set<WebSocket>();
+  private readonly pingTimer: NodeJS.Timeout;
+  private onEmpty: (() => void) | undefined;
+
+  constructor(
+    private readonly hub: Hub,
+    private readonly options: EndpointOptions,
+    private readonly log: Logger,
+  ) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: options.maxMessageSize,
+      perMessageDeflate: false,
+      clientTracking: false,
+      handleProtocols: () => SUBPROTOCOL,
+    });
+    this.pingTimer = setInterval(() => {
+      for (const connection of this.connections) connection.heartbeat(MAX_MISSED_PINGS);
+    }, options.pingIntervalMs);
+    this.pingTimer.unref();
+  }
+
+  /** Routes `server`'s upgrade requests here. */
+  attach(server: HttpServer): void {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
+  }
+
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    if (!offersMles(req.headers['sec-websocket-protocol'])) {
+      this.countRefusal('no subprotocol');
+      refuseUpgrade(socket, '400 Bad Request', `WebSocket upgrade must offer subprotocol ${SUBPROTOCOL}`);
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+  }
+
+  /** Closes every client with 1001 and stops pinging. */
+  close(): void {
+    clearInterval(this.pingTimer);
+    for (const connection of this.connections) connection.close(Close.shutdown);
+  }
+
+  /**
+   * Closes every client with 1001, waits up to `graceMs` for their close handshakes, then drops
+   * the sockets that are still there.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    this.close();
+    if (this.sockets.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.onEmpty = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    for (const ws of this.sockets) ws.terminate();
+  }
+
+  private accept(ws: WebSocket): void {
+    const socket = (ws as unknown as { _socket: import('node:net').Socket })._socket;
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    const connection = new Connection(ws, this.hub, this.options, this.log, {
+      onRefused: (reason) => this.countRefusal(reason.reason),
+      onClosedForSlowness: () => this.stats.slowConsumerCloses++,
+    });
+    this.connections.add(connection);
+    this.sockets.add(ws);
+    this.stats.connectionsOpen++;
+    ws.once('close', () => {
+      this.connections.delete(connection);
+      this.sockets.delete(ws);
+      this.stats.connectionsOpen--;
+      if (this.sockets.size === 0) this.onEmpty?.();
+    });
+  }
+
+  private countRefusal(reason: string): void {
+    this.stats.refusals.set(reason, (this.stats.refusals.get(reason) ?? 0) + 1);
+  }
+}

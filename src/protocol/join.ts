@@ -1,0 +1,75 @@
+// The first frame of a Mles session (spec section 2): parsing, validation and auth.
+
+import { siphash24Hex } from './siphash.js';
+import { Close, invalidJoin, type CloseReason } from './close-codes.js';
+
+/** A validated join frame. `text` is the frame exactly as received; it goes into history. */
+export interface Join {
+  uid: string;
+  channel: string;
+  auth: string | undefined;
+  text: Buffer;
+}
+
+export type JoinResult = { ok: true; join: Join } | { ok: false; close: CloseReason };
+
+/** Join frames are tiny JSON objects; anything larger is refused before parsing. */
+export const MAX_JOIN_BYTES = 64 * 1024;
+
+const ASCII = /^[\x00-\x7f]+$/;
+const HEX = /^[0-9a-fA-F]{1,16}$/;
+
+const encoder = new TextEncoder();
+
+/** The auth value a client must send: SipHash-2-4 (zero key) of uid ‖ channel ‖ key. */
+export function authHash(uid: string, channel: string, key?: string): string {
+  return siphash24Hex(encoder.encode(uid + channel + (key ?? '')));
+}
+
+function authMatches(auth: string, expected: string): boolean {
+  return HEX.test(auth) && BigInt('0x' + auth) === BigInt('0x' + expected);
+}
+
+function requiredAscii(value: unknown, name: string): string | CloseReason {
+  if (value === undefined) return invalidJoin(`missing ${name}`);
+  if (typeof value !== 'string') return invalidJoin(`${name} must be a string`);
+  if (value.length === 0) return invalidJoin(`empty ${name}`);
+  if (!ASCII.test(value)) return invalidJoin(`${name} must be ASCII`);
+  return value;
+}
+
+/**
+ * Validate a first frame. `key` is the server's MLES_KEY: when set, auth is required and keyed;
+ * when unset, auth is optional but must match the unkeyed hash if present.
+ */
+export function parseJoin(data: Buffer, isBinary: boolean, key: string | undefined): JoinResult {
+  if (isBinary) return { ok: false, close: Close.binaryJoin };
+  if (data.length > MAX_JOIN_BYTES) return { ok: false, close: Close.joinTooBig };
+  let frame: unknown;
+  try {
+    frame = JSON.parse(data.toString('utf8'));
+  } catch {
+    return { ok: false, close: invalidJoin('not JSON') };
+  }
+  if (typeof frame !== 'object' || frame === null || Array.isArray(frame)) {
+    return { ok: false, close: invalidJoin('not a JSON object') };
+  }
+  const fields = frame as Record<string, unknown>;
+  const uid = requiredAscii(fields.uid, 'uid');
+  if (typeof uid !== 'string') return { ok: false, close: uid };
+  const channel = requiredAscii(fields.channel, 'channel');
+  if (typeof channel !== 'string') return { ok: false, close: channel };
+  const auth = fields.auth;
+  if (auth !== undefined && typeof auth !== 'string') {
+    return { ok: false, close: invalidJoin('auth must be a string') };
+  }
+  if (auth === undefined ? key !== undefined : !authMatches(auth, authHash(uid, channel, key))) {
+    return { ok: false, close: Close.authFailed };
+  }
+  return { ok: true, join: { uid, channel, auth, text: data } };
+}
+
+/** The identity the duplicate-session rule compares: the (uid, channel, auth) triplet. */
+export function sessionKey(join: Pick<Join, 'uid' | 'channel' | 'auth'>): string {
+  return JSON.stringify([join.uid, join.channel, join.auth ?? null]);
+}
