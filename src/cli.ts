@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The `mles` command: flags and environment -> one Config -> createServer. Nothing else.
 
+import os from 'node:os';
+import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, parseProxyRule, defaults, type Config } from './config.js';
 import { createServer } from './server.js';
@@ -55,7 +57,7 @@ export function buildProgram(): Command {
     .option('--acme-ca <FILE>', 'CA bundle to trust for the ACME API')
     .option('--tls-cert <FILE>', 'serve this certificate instead of using ACME (with --tls-key)')
     .option('--tls-key <FILE>', 'private key of --tls-cert')
-    .option('--history <SPEC>', 'history store: memory | sqlite:<path>', defaults.history)
+    .option('--history <SPEC>', 'history store: memory | sqlite:<path> [default: sqlite in --cache, else in the data directory]')
     .option('--peer <URL>', 'link to a peer Mles server, repeatable', collect)
     .option('--peer-uid <UID>', 'uid this server uses on its peers')
     .option('--redis <URL>', 'join the cluster that shares this Redis')
@@ -90,7 +92,7 @@ export function buildProgram(): Command {
       acmeCa: flags.acmeCa as string | undefined,
       tlsCert: flags.tlsCert as string | undefined,
       tlsKey: flags.tlsKey as string | undefined,
-      history: flags.history as string,
+      history: (flags.history as string | undefined) ?? defaultHistory(flags.cache as string | undefined),
       peers: flags.peer as string[] | undefined,
       peerUid: flags.peerUid as string | undefined,
       redis: flags.redis as string | undefined,
@@ -102,7 +104,30 @@ export function buildProgram(): Command {
       joinTimeoutMs: flags.joinTimeout as number,
     });
   });
+  program
+    .command('connect <url>')
+    .description('terminal client: stdin lines are sent, received messages are printed')
+    .requiredOption('--uid <UID>', 'user id to join as')
+    .requiredOption('--channel <CH>', 'channel to join')
+    .option('--key <KEY>', 'the server\'s MLES_KEY, to compute the auth hash')
+    .option('--linger <MS>', 'stay this long after the end of input', integer, 1000)
+    .addHelpText('after', '\nExit status: 0 done, 1 cannot connect, 2 join refused, 130 interrupted.\n')
+    .action(async (url: string, flags: { uid: string; channel: string; key?: string; linger: number }) => {
+      // Loaded on demand: the terminal client needs none of the server.
+      const { runConnect } = await import('./connect.js');
+      const code = await runConnect(url, { uid: flags.uid, channel: flags.channel, key: flags.key, lingerMs: flags.linger });
+      process.stdout.write('', () => process.exit(code));
+    });
   return program;
+}
+
+/**
+ * The CLI keeps history durably by default: in the --cache directory when given, else in
+ * $XDG_DATA_HOME/mles (~/.local/share/mles). Library users choose their store explicitly.
+ */
+function defaultHistory(cache: string | undefined): string {
+  const dataHome = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return `sqlite:${path.join(cache ?? path.join(dataHome, 'mles'), 'history.db')}`;
 }
 
 /** Drops the keys commander left undefined so the config's own defaults apply. */
@@ -121,6 +146,7 @@ async function run(flags: Partial<Config>): Promise<void> {
     if (code === 'EADDRINUSE' || code === 'EACCES') fail(`--port: cannot listen: ${(error as Error).message}`);
     throw error;
   }
+  process.stderr.write(`history: ${server.config.history}\n`);
   process.stdout.write(`listening on ${server.address.url}\n`);
   const stop = (signal: string): void => {
     log.info({ signal }, 'shutting down');

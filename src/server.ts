@@ -1,14 +1,19 @@
 // Wires the pieces into one running server. This is also the library entry:
 //   const server = await createServer({ port: 0 }); ... await server.close();
 
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { resolveConfig, ConfigError, type Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { Hub, DAY_MS } from './hub/hub.js';
 import { MemoryStore } from './store/memory.js';
+import { SqliteStore } from './store/sqlite.js';
 import type { HistoryStore } from './store/store.js';
 import { MlesEndpoint } from './net/mles-endpoint.js';
+import { startListener } from './net/listener.js';
+import { HttpRouter } from './net/http/router.js';
+import { startAdmin, type AdminServer } from './net/admin.js';
+import { createMetrics, type MetricSources } from './net/metrics.js';
+import { PeerLinks, defaultPeerTuning, defaultPeerUid } from './link/peers.js';
 
 export { resolveConfig, ConfigError, type Config } from './config.js';
 export { authHash } from './protocol/join.js';
@@ -21,27 +26,20 @@ export interface ServerOptions extends Partial<Config> {
 
 export interface MlesServer {
   readonly config: Config;
-  /** Where the server listens, e.g. { host: '127.0.0.1', port: 8080, url: 'ws://127.0.0.1:8080' }. */
+  /** Where the server listens, e.g. { host: '127.0.0.1', port: 8080, url: 'ws://127.0.0.1:8080' } (wss://domain:port with TLS). */
   readonly address: { host: string; port: number; url: string };
   readonly hub: Hub;
   readonly endpoint: MlesEndpoint;
+  /** The admin listener (/metrics, /healthz) if --admin-port is set, e.g. 'http://127.0.0.1:9090'. */
+  readonly adminUrl: string | undefined;
   /** Closes every client with 1001, flushes the store and stops listening. */
   close(): Promise<void>;
 }
 
 /** Flags that parse but whose feature is not built yet: refuse to pretend. */
 const NOT_YET: Array<{ flag: string; set: (c: Config) => boolean; fatal: boolean }> = [
-  { flag: '--domains (TLS/ACME)', set: (c) => c.domains.length > 0, fatal: true },
-  { flag: '--tls-cert/--tls-key', set: (c) => c.tlsCert !== undefined, fatal: true },
-  { flag: '--redirect', set: (c) => c.redirect, fatal: true },
-  { flag: '--rate-limit', set: (c) => c.rateLimit !== undefined, fatal: false },
-  { flag: '--proxy', set: (c) => c.proxies.length > 0, fatal: true },
-  { flag: '--wwwroot (static files)', set: (c) => c.wwwroot !== undefined, fatal: false },
-  { flag: '--history sqlite', set: (c) => c.history !== 'memory', fatal: true },
-  { flag: '--peer', set: (c) => c.peers.length > 0, fatal: true },
   { flag: '--redis', set: (c) => c.redis !== undefined, fatal: true },
   { flag: '--workers', set: (c) => c.workers > 1, fatal: true },
-  { flag: '--admin-port', set: (c) => c.adminPort !== undefined, fatal: false },
 ];
 
 function checkAvailable(config: Config, log: Logger): void {
@@ -53,11 +51,22 @@ function checkAvailable(config: Config, log: Logger): void {
 }
 
 function openStore(config: Config): HistoryStore {
-  return new MemoryStore(config.limit);
+  if (config.history === 'memory') return new MemoryStore(config.limit);
+  const file = path.resolve(config.history.slice('sqlite:'.length));
+  try {
+    return new SqliteStore(file, config.limit);
+  } catch (error) {
+    throw new ConfigError('--history', (error as Error).message);
+  }
 }
 
-function formatUrl(host: string, port: number): string {
-  return `ws://${host.includes(':') ? `[${host}]` : host}:${port}`;
+async function startAdminIfAsked(config: Config, sources: MetricSources, healthy: () => boolean, log: Logger): Promise<AdminServer | undefined> {
+  if (config.adminPort === undefined) return undefined;
+  try {
+    return await startAdmin({ port: config.adminPort, registry: createMetrics(sources), healthy, log });
+  } catch (error) {
+    throw new ConfigError('--admin-port', `cannot listen: ${(error as Error).message}`);
+  }
 }
 
 export async function createServer(options: ServerOptions = {}): Promise<MlesServer> {
@@ -71,24 +80,27 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     store,
     ...(now ? { now } : {}),
     onError: (err, context) => log.error({ err, context }, 'history store failed'),
+    dedupCapacity: Math.max(config.limit, 4096),
   });
   const endpoint = new MlesEndpoint(hub, config, log);
 
-  const httpServer = http.createServer((_req, res) => {
-    res.writeHead(404, { 'Content-Type': 'text/plain' }).end('Not found\n');
-  });
-  httpServer.keepAliveTimeout = 5_000;
-  endpoint.attach(httpServer);
-  httpServer.on('connection', (socket) => socket.setNoDelay(true));
+  const router = new HttpRouter(config, log);
+  const listener = await startListener({ config, log, attach: (server) => router.attach(server, endpoint) }).catch(
+    async (error: unknown) => {
+      await store.close();
+      throw error;
+    },
+  );
 
-  await new Promise<void>((resolve, reject) => {
-    httpServer.once('error', reject);
-    httpServer.listen({ host: config.host, port: config.port }, () => {
-      httpServer.off('error', reject);
-      resolve();
-    });
-  });
-  const bound = httpServer.address() as AddressInfo;
+  const peers = config.peers.length === 0 ? undefined : new PeerLinks(hub, {
+    ...defaultPeerTuning,
+    peers: config.peers,
+    uid: config.peerUid ?? defaultPeerUid(listener.port),
+    key: config.key,
+    maxBuffered: config.maxBuffered,
+    maxMessageSize: config.maxMessageSize,
+  }, log);
+  if (peers) hub.onUsersChanged = (channel, users) => peers.usersChanged(channel, users);
 
   const expiryTimer = setInterval(() => {
     Promise.resolve(hub.expireIdle()).then(
@@ -99,18 +111,29 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   expiryTimer.unref();
 
   let closing: Promise<void> | undefined;
+  const admin = await startAdminIfAsked(config, { hub, endpoint, http: router }, () => closing === undefined, log).catch(
+    (error: unknown) => {
+      peers?.close();
+      void listener.close();
+      throw error;
+    },
+  );
   return {
     config,
-    address: { host: config.host, port: bound.port, url: formatUrl(config.host, bound.port) },
+    address: { host: listener.host, port: listener.port, url: listener.url },
     hub,
     endpoint,
+    adminUrl: admin?.url,
     close() {
       closing ??= (async () => {
         clearInterval(expiryTimer);
-        const stopped = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+        peers?.close();
+        const stopped = listener.close();
         await endpoint.shutdown(2_000);
-        httpServer.closeAllConnections();
+        router.close();
+        listener.closeAllConnections();
         await stopped;
+        await admin?.close();
         await store.close();
       })();
       return closing;

@@ -8,6 +8,8 @@
 
 import type { Member } from './member.js';
 import type { Message, MaybePromise } from '../store/store.js';
+import { DedupSet } from '../protocol/dedup.js';
+import { siphash24Key } from '../protocol/siphash.js';
 
 interface Step {
   settled: boolean;
@@ -23,19 +25,63 @@ function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
 
 export class Channel {
   readonly members = new Set<Member>();
+  /** Members whose join is queued; one that leaves meanwhile must not become a member later. */
+  private readonly joining = new Set<Member>();
   private readonly steps: Step[] = [];
   private draining = false;
+  /** Members that are people, not peer links; peers link a channel only while it has users. */
+  private users = 0;
+  /**
+   * Hashes of what this channel stored, kept once peers are involved: a message reaching this
+   * server both over its own link and over a neighbour's link to it is stored once (spec 8).
+   */
+  private stored: DedupSet | undefined;
 
-  /** `onIdle` runs when nobody is joined and nothing is queued: the hub may forget the channel. */
+  /**
+   * `onIdle` runs when nobody is joined and nothing is queued: the hub may forget the channel.
+   * `onUsers` runs when the number of joined people changes.
+   */
   constructor(
     readonly name: string,
     private readonly stats: { deliveries: number },
     private readonly onIdle: () => void,
+    private readonly onUsers: (users: number) => void,
   ) {}
 
   leave(member: Member): void {
-    this.members.delete(member);
+    this.joining.delete(member);
+    if (this.members.delete(member) && !member.peer) this.onUsers(--this.users);
     this.checkIdle();
+  }
+
+  /** Adds a peer link as a member at once: it gets later messages, not the replay. */
+  attach(link: Member): void {
+    this.members.add(link);
+  }
+
+  /**
+   * Starts remembering what this channel stores, seeded with its history, so that repeats
+   * arriving from peers can be dropped.
+   */
+  trackStored(history: MaybePromise<Message[]>, capacity: number): void {
+    if (this.stored) return;
+    const stored = new DedupSet(capacity);
+    this.stored = stored;
+    const seed = (messages: Message[]): void => {
+      for (const message of messages) stored.add(siphash24Key(message.data));
+    };
+    if (isPromise(history)) history.then(seed, () => {});
+    else seed(history);
+  }
+
+  /**
+   * Whether to store and fan out `message` from `from`: repeats of what this channel already
+   * stored are dropped when they come from a peer. People's messages are always taken (a
+   * client may send the same payload twice), and remembered.
+   */
+  admit(from: Member, message: Message): boolean {
+    if (!this.stored) return true;
+    return this.stored.add(siphash24Key(message.data)) || !from.peer;
   }
 
   private checkIdle(): void {
@@ -68,13 +114,18 @@ export class Channel {
     const both = isPromise(history) || isPromise(stored)
       ? Promise.all([history, stored]).then(([h]) => h)
       : history;
+    this.joining.add(member);
     this.enqueue(both, {
       run: (step) => {
-        if (!member.open) return;
+        if (!this.joining.delete(member) || !member.open) return;
         for (const message of step.history!) member.deliver(message);
         this.members.add(member);
+        if (!member.peer) this.onUsers(++this.users);
       },
-      fail: onError,
+      fail: (error) => {
+        this.joining.delete(member);
+        onError(error);
+      },
     });
   }
 

@@ -5,9 +5,18 @@ import { Channel } from './channel.js';
 import type { Member } from './member.js';
 import { Close, type CloseReason } from '../protocol/close-codes.js';
 import { sessionKey, type Join } from '../protocol/join.js';
-import type { HistoryStore, Message } from '../store/store.js';
+import type { HistoryStore, MaybePromise, Message } from '../store/store.js';
 
 export const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** Runs a store call; a synchronous throw becomes a rejection, which the channel pipeline handles. */
+function attempt<T>(call: () => MaybePromise<T>): MaybePromise<T> {
+  try {
+    return call();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
 
 export interface HubOptions {
   store: HistoryStore;
@@ -16,6 +25,8 @@ export interface HubOptions {
   /** A channel idle for this long loses its history (spec section 3: 30 days). */
   idleExpiryMs?: number;
   onError?: (error: unknown, context: string) => void;
+  /** How many stored payloads a peer-linked channel remembers to drop repeats. */
+  dedupCapacity?: number;
 }
 
 /** Counters for logs and metrics; plain numbers so reading them costs nothing. */
@@ -25,6 +36,8 @@ export interface HubStats {
   messagesIn: number;
   deliveries: number;
   storeErrors: number;
+  /** Messages from peers dropped because this server had already stored them. */
+  peerRepeats: number;
 }
 
 /** What a joined member holds to publish and leave. */
@@ -36,18 +49,24 @@ export interface Session {
 
 export class Hub {
   readonly store: HistoryStore;
-  readonly stats: HubStats = { joins: 0, duplicates: 0, messagesIn: 0, deliveries: 0, storeErrors: 0 };
+  readonly stats: HubStats = {
+    joins: 0, duplicates: 0, messagesIn: 0, deliveries: 0, storeErrors: 0, peerRepeats: 0,
+  };
   private readonly channels = new Map<string, Channel>();
   private readonly sessions = new Set<string>();
   private readonly now: () => number;
   private readonly idleExpiryMs: number;
   private readonly onError: (error: unknown, context: string) => void;
+  private readonly dedupCapacity: number;
+  /** Told when a channel's number of joined people changes (peer links follow it). */
+  onUsersChanged: (channel: string, users: number) => void = () => {};
 
   constructor(options: HubOptions) {
     this.store = options.store;
     this.now = options.now ?? Date.now;
     this.idleExpiryMs = options.idleExpiryMs ?? 30 * DAY_MS;
     this.onError = options.onError ?? (() => {});
+    this.dedupCapacity = options.dedupCapacity ?? 4096;
   }
 
   get channelCount(): number {
@@ -71,24 +90,47 @@ export class Hub {
     this.sessions.add(key);
     this.stats.joins++;
     const channel = this.channelFor(join.channel);
-    const history = this.store.read(join.channel);
-    const stored = this.store.append(join.channel, { data: join.text, binary: false }, this.now());
+    const history = attempt(() => this.store.read(join.channel));
+    // A peer's join frame is plumbing, not a person joining: it is not kept in history.
+    const stored = join.peer
+      ? undefined
+      : attempt(() => this.store.append(join.channel, { data: join.text, binary: false }, this.now()));
+    if (join.peer) channel.trackStored(history, this.dedupCapacity);
     channel.join(member, history, stored, (error) => {
       this.storeFailed(error, `join ${join.channel}`);
       member.close(Close.historyUnavailable);
     });
+    return this.session(channel, member, () => this.sessions.delete(key));
+  }
+
+  /**
+   * Makes this server's own link to a peer a member of `channelName`: it receives every later
+   * message, and what it publishes is stored and fanned out unless the channel already has it.
+   */
+  attachLink(link: Member, channelName: string): Session {
+    const channel = this.channelFor(channelName);
+    channel.trackStored(attempt(() => this.store.read(channelName)), this.dedupCapacity);
+    channel.attach(link);
+    return this.session(channel, link, () => {});
+  }
+
+  private session(channel: Channel, member: Member, release: () => void): Session {
     let left = false;
     return {
-      channel: join.channel,
+      channel: channel.name,
       publish: (message) => {
         this.stats.messagesIn++;
-        const stored = this.store.append(join.channel, message, this.now());
-        channel.publish(member, message, stored, (error) => this.storeFailed(error, `append ${join.channel}`));
+        if (!channel.admit(member, message)) {
+          this.stats.peerRepeats++;
+          return;
+        }
+        const stored = attempt(() => this.store.append(channel.name, message, this.now()));
+        channel.publish(member, message, stored, (error) => this.storeFailed(error, `append ${channel.name}`));
       },
       leave: () => {
         if (left) return;
         left = true;
-        this.sessions.delete(key);
+        release();
         channel.leave(member);
       },
     };
@@ -103,9 +145,14 @@ export class Hub {
   private channelFor(name: string): Channel {
     let channel = this.channels.get(name);
     if (!channel) {
-      const created = new Channel(name, this.stats, () => {
-        if (this.channels.get(name) === created) this.channels.delete(name);
-      });
+      const created = new Channel(
+        name,
+        this.stats,
+        () => {
+          if (this.channels.get(name) === created) this.channels.delete(name);
+        },
+        (users) => this.onUsersChanged(name, users),
+      );
       channel = created;
       this.channels.set(name, channel);
     }

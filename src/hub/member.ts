@@ -6,6 +6,8 @@ import type { Message } from '../store/store.js';
 
 export interface Member {
   readonly uid: string;
+  /** A peer server's link rather than a person (spec section 8): not stored, repeats dropped. */
+  readonly peer?: boolean;
   /** False once the member has left; the hub stops delivering to it. */
   readonly open: boolean;
   /** Queues a message for sending. Must not throw and must not call back into the hub. */

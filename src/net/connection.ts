@@ -19,6 +19,12 @@ export interface ConnectionLimits {
   key: string | undefined;
 }
 
+/** Payload bytes received and queued for sending; plain numbers, read by metrics. */
+export interface TrafficStats {
+  bytesIn: number;
+  bytesOut: number;
+}
+
 export interface ConnectionEvents {
   onClosedForSlowness(): void;
   onRefused(reason: CloseReason): void;
@@ -26,6 +32,7 @@ export interface ConnectionEvents {
 
 export class Connection implements Member {
   uid = '';
+  peer = false;
   open = true;
   /** Pings sent since the client last sent anything (spec section 4). */
   missedPings = 0;
@@ -43,6 +50,7 @@ export class Connection implements Member {
     private readonly limits: ConnectionLimits,
     private readonly log: Logger,
     private readonly events: ConnectionEvents,
+    private readonly traffic: TrafficStats,
   ) {
     this.joinTimer = setTimeout(() => this.close(Close.joinTimeout), limits.joinTimeoutMs);
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
@@ -68,6 +76,7 @@ export class Connection implements Member {
     if (!this.open) return;
     this.ws.send(message.data, { binary: message.binary });
     this.bytesQueued += message.data.length;
+    this.traffic.bytesOut += message.data.length;
     const buffered = this.ws.bufferedAmount;
     if (buffered > this.limits.maxBuffered / 4) this.checkSlow(buffered);
     else this.lastProgressAt = 0;
@@ -81,6 +90,7 @@ export class Connection implements Member {
   }
 
   private onFrame(data: Buffer, isBinary: boolean): void {
+    this.traffic.bytesIn += data.length;
     this.missedPings = 0;
     if (!this.open) return;
     if (this.session) {
@@ -90,9 +100,11 @@ export class Connection implements Member {
     clearTimeout(this.joinTimer);
     const parsed = parseJoin(data, isBinary, this.limits.key);
     if (!parsed.ok) return this.refuse(parsed.close);
+    // Set before joining: with a synchronous store the hub makes this a member right away.
+    this.uid = parsed.join.uid;
+    this.peer = parsed.join.peer;
     const joined = this.hub.join(this, parsed.join);
     if (!('publish' in joined)) return this.refuse(joined);
-    this.uid = parsed.join.uid;
     this.session = joined;
     this.log.debug({ uid: this.uid, channel: joined.channel }, 'joined');
   }

@@ -7,7 +7,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import { Close } from '../protocol/close-codes.js';
 import type { Hub } from '../hub/hub.js';
-import { Connection, type ConnectionLimits } from './connection.js';
+import { Connection, type ConnectionLimits, type TrafficStats } from './connection.js';
 
 export const SUBPROTOCOL = 'mles-websocket';
 const MAX_MISSED_PINGS = 3;
@@ -17,7 +17,7 @@ export interface EndpointOptions extends ConnectionLimits {
   pingIntervalMs: number;
 }
 
-export interface EndpointStats {
+export interface EndpointStats extends TrafficStats {
   connectionsOpen: number;
   refusals: Map<string, number>;
   slowConsumerCloses: number;
@@ -36,7 +36,7 @@ function refuseUpgrade(socket: Duplex, status: string, reason: string): void {
 }
 
 export class MlesEndpoint {
-  readonly stats: EndpointStats = { connectionsOpen: 0, refusals: new Map(), slowConsumerCloses: 0 };
+  readonly stats: EndpointStats = { connectionsOpen: 0, refusals: new Map(), slowConsumerCloses: 0, bytesIn: 0, bytesOut: 0 };
   private readonly wss: WebSocketServer;
   private readonly connections = new Set<Connection>();
   private readonly sockets = new Set<WebSocket>();
@@ -107,7 +107,7 @@ export class MlesEndpoint {
     const connection = new Connection(ws, this.hub, this.options, this.log, {
       onRefused: (reason) => this.countRefusal(reason.reason),
       onClosedForSlowness: () => this.stats.slowConsumerCloses++,
-    });
+    }, this.stats);
     this.connections.add(connection);
     this.sockets.add(ws);
     this.stats.connectionsOpen++;

@@ -7,12 +7,10 @@ export const DEDUP_CAPACITY = 40_000;
 
 export class DedupSet {
   private readonly seen = new Set<number>();
-  private readonly order: number[];
+  private readonly order: number[] = []; // grows to capacity, then is overwritten in a ring
   private next = 0;
 
-  constructor(private readonly capacity = DEDUP_CAPACITY) {
-    this.order = new Array<number>(capacity);
-  }
+  constructor(private readonly capacity = DEDUP_CAPACITY) {}
 
   /** True if `payload` was seen before; otherwise remembers it and returns false. */
   check(payload: Uint8Array): boolean {
@@ -26,9 +24,13 @@ export class DedupSet {
   /** Remembers a hash; false if it was already there. */
   add(hash: number): boolean {
     if (this.seen.has(hash)) return false;
-    if (this.seen.size >= this.capacity) this.seen.delete(this.order[this.next]!);
-    this.order[this.next] = hash;
-    this.next = (this.next + 1) % this.capacity;
+    if (this.order.length < this.capacity) {
+      this.order.push(hash);
+    } else {
+      this.seen.delete(this.order[this.next]!);
+      this.order[this.next] = hash;
+      this.next = (this.next + 1) % this.capacity;
+    }
     this.seen.add(hash);
     return true;
   }

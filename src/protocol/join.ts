@@ -8,6 +8,8 @@ export interface Join {
   uid: string;
   channel: string;
   auth: string | undefined;
+  /** Set by a server linking to this one as a peer (spec section 8); other servers ignore it. */
+  peer: boolean;
   text: Buffer;
 }
 
@@ -66,10 +68,33 @@ export function parseJoin(data: Buffer, isBinary: boolean, key: string | undefin
   if (auth === undefined ? key !== undefined : !authMatches(auth, authHash(uid, channel, key))) {
     return { ok: false, close: Close.authFailed };
   }
-  return { ok: true, join: { uid, channel, auth, text: data } };
+  return { ok: true, join: { uid, channel, auth, peer: fields.peer === true, text: data } };
 }
 
 /** The identity the duplicate-session rule compares: the (uid, channel, auth) triplet. */
 export function sessionKey(join: Pick<Join, 'uid' | 'channel' | 'auth'>): string {
-  return JSON.stringify([join.uid, join.channel, join.auth ?? null]);
+  // Auth is a hex number: the same value written in another case or with leading zeros is the same auth.
+  const auth = join.auth?.toLowerCase().replace(/^0+(?=.)/, '') ?? null;
+  return JSON.stringify([join.uid, join.channel, auth]);
+}
+
+/**
+ * The join frame a peer link sends. The extra `peer` field marks it as a server rather than a
+ * person: this server neither stores it nor shows it, and drops repeats of what it already
+ * stored from such members. Servers that do not know the field ignore it, as the spec says.
+ */
+export function linkJoinFrame(uid: string, channel: string, key: string | undefined): string {
+  const auth = key === undefined ? {} : { auth: authHash(uid, channel, key) };
+  return JSON.stringify({ uid, channel, ...auth, peer: true });
+}
+
+/** True for a peer link's join frame, as found in a peer's history replay. */
+export function isLinkJoinFrame(data: Buffer): boolean {
+  if (data.length > MAX_JOIN_BYTES || data[0] !== 0x7b /* { */ || !data.includes('"peer":true')) return false;
+  try {
+    const frame = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
+    return frame.peer === true && typeof frame.uid === 'string' && typeof frame.channel === 'string';
+  } catch {
+    return false;
+  }
 }

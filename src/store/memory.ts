@@ -18,6 +18,10 @@ class Ring {
     }
   }
 
+  get size(): number {
+    return this.items.length;
+  }
+
   toArray(): Message[] {
     return this.start === 0
       ? this.items.slice()
@@ -53,6 +57,12 @@ export class MemoryStore implements HistoryStore {
       }
     }
     return dropped;
+  }
+
+  countMessages(): number {
+    let count = 0;
+    for (const ring of this.channels.values()) count += ring.size;
+    return count;
   }
 
   async close(): Promise<void> {

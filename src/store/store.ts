@@ -22,4 +22,6 @@ export interface HistoryStore {
   expire(before: number, keep: (channel: string) => boolean): MaybePromise<string[]>;
   /** Flushes pending writes and releases resources. */
   close(): Promise<void>;
+  /** Messages held across all channels (for metrics; optional). */
+  countMessages?(): MaybePromise<number>;
 }

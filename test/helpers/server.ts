@@ -5,9 +5,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import fs from 'node:fs';
+import os from 'node:os';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'src/cli.ts');
+/** tsx's loader by URL, so the CLI also runs from another working directory. */
+const TSX = import.meta.resolve('tsx');
 
 export interface RunningServer {
   /** The URL from the "listening on" line, e.g. ws://127.0.0.1:40123 */
@@ -30,7 +34,7 @@ export interface StartOptions {
 
 /** The command that runs the CLI: node with tsx, so tests need no build step. */
 export function cliCommand(args: string[]): [string, string[]] {
-  return [process.execPath, ['--import', 'tsx', CLI, ...args]];
+  return [process.execPath, ['--import', TSX, CLI, ...args]];
 }
 
 /** Runs the CLI to completion (for flag errors, --help): exit code, stdout, stderr. */
@@ -49,7 +53,9 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promi
 export async function startServer(args: string[] = [], options: StartOptions = {}): Promise<RunningServer> {
   const withPort = args.includes('--port') || args.includes('-p') ? args : ['--port', '0', ...args];
   const [cmd, argv] = cliCommand(withPort);
-  const env = { ...process.env, MLES_KEY: '', MLES_LOG: 'info', ...options.env };
+  // A fresh data directory per server, so the default SQLite history never leaks between tests.
+  const dataHome = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-test-data-'));
+  const env = { ...process.env, MLES_KEY: '', MLES_LOG: 'info', XDG_DATA_HOME: dataHome, ...options.env };
   const proc = spawn(cmd, argv, { cwd: options.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   const logWaiters: Array<{ test: (s: string) => boolean; resolve: () => void }> = [];
@@ -71,9 +77,15 @@ export async function startServer(args: string[] = [], options: StartOptions = {
       }
     };
     proc.stdout!.on('data', onData);
-    proc.once('exit', (code) => reject(new Error(`mles exited (${code}) before listening:\n${stderr}`)));
+    proc.once('exit', (code) => {
+      fs.rmSync(dataHome, { recursive: true, force: true });
+      reject(new Error(`mles exited (${code}) before listening:\n${stderr}`));
+    });
   });
-  const exited = once(proc, 'exit').then(([code, signal]) => (code ?? signal) as number | string);
+  const exited = once(proc, 'exit').then(([code, signal]) => {
+    fs.rmSync(dataHome, { recursive: true, force: true });
+    return (code ?? signal) as number | string;
+  });
   return {
     url,
     port: Number(new URL(url.replace(/^ws/, 'http')).port),

@@ -1,0 +1,79 @@
+// The HTTP side of the public port: proxy rules first, then static files (spec section 5);
+// methods other than GET and HEAD get 405. Upgrades under a proxied prefix are tunnelled to
+// the upstream; every other upgrade goes to the Mles endpoint.
+
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Config } from '../../config.js';
+import { CompressionCache } from './compression-cache.js';
+import { FileLimit } from './file-limit.js';
+import { ReverseProxy } from './proxy.js';
+import { DEFAULT_WWWROOT, StaticFiles } from './static-files.js';
+import { sendText } from './respond.js';
+
+export type HttpConfig = Pick<Config, 'domains' | 'wwwroot' | 'fileLimit' | 'compressionCacheMb' | 'proxies'>;
+
+export interface UpgradeTarget {
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+export interface HttpStats {
+  /** Responses sent, by status code. */
+  responses: Map<number, number>;
+}
+
+export class HttpRouter {
+  readonly stats: HttpStats = { responses: new Map() };
+  readonly compressionCache: CompressionCache;
+  readonly fileLimit: FileLimit;
+  private readonly proxy: ReverseProxy;
+  private readonly files: StaticFiles;
+
+  constructor(
+    config: HttpConfig,
+    private readonly log: Logger,
+  ) {
+    this.proxy = new ReverseProxy(config.proxies, log);
+    this.fileLimit = new FileLimit(config.fileLimit);
+    this.compressionCache = new CompressionCache(config.compressionCacheMb * 1024 * 1024);
+    this.files = new StaticFiles({
+      wwwroot: config.wwwroot ?? DEFAULT_WWWROOT,
+      domains: config.domains,
+      fileLimit: this.fileLimit,
+      cache: this.compressionCache,
+    });
+  }
+
+  /** Serves `server`'s requests here, and its upgrades here or at `endpoint`. */
+  attach(server: HttpServer | HttpsServer, endpoint: UpgradeTarget): void {
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const match = this.proxy.match(req.url);
+      if (match) this.proxy.tunnel(req, socket, head, match);
+      else endpoint.upgrade(req, socket, head);
+    });
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    res.once('close', () => this.count(res.statusCode));
+    const match = this.proxy.match(req.url);
+    if (match) return this.proxy.forward(req, res, match);
+    if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, undefined, { Allow: 'GET, HEAD' });
+    this.files.serve(req, res).catch((error: unknown) => {
+      this.log.error({ err: error, url: req.url }, 'static file request failed');
+      if (res.headersSent) res.destroy();
+      else sendText(res, 500);
+    });
+  }
+
+  /** Ends proxy tunnels and upstream connections. */
+  close(): void {
+    this.proxy.close();
+  }
+
+  private count(status: number): void {
+    this.stats.responses.set(status, (this.stats.responses.get(status) ?? 0) + 1);
+  }
+}

@@ -1,0 +1,77 @@
+// Prometheus metrics. The hot path only bumps plain-number counters (hub.stats, endpoint.stats,
+// the HTTP router's stats); prom-client reads them in collect callbacks at scrape time, so a
+// message never costs a metrics call.
+
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Hub } from '../hub/hub.js';
+import type { EndpointStats } from './mles-endpoint.js';
+import type { HttpRouter } from './http/router.js';
+
+export interface MetricSources {
+  hub: Hub;
+  endpoint: { readonly stats: EndpointStats };
+  http: HttpRouter;
+}
+
+/** A counter whose value is read from `value()` whenever it is scraped. */
+function counterOf(registry: Registry, name: string, help: string, value: () => number): void {
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(value());
+    },
+  });
+}
+
+/** A counter with one label, read from a Map of label value -> count. */
+function labelledCounterOf(registry: Registry, name: string, help: string, label: string, values: () => Map<string | number, number>): void {
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [key, count] of values()) this.inc({ [label]: String(key) }, count);
+    },
+  });
+}
+
+function gaugeOf(registry: Registry, name: string, help: string, value: () => number | Promise<number>): void {
+  new Gauge({
+    name,
+    help,
+    registers: [registry],
+    async collect() {
+      this.set(await value());
+    },
+  });
+}
+
+/** A registry with the server's metrics and the process's default ones (CPU, memory, event loop). */
+export function createMetrics({ hub, endpoint, http }: MetricSources): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const { stats } = endpoint;
+  gaugeOf(registry, 'mles_connections_open', 'WebSocket connections open now', () => stats.connectionsOpen);
+  counterOf(registry, 'mles_joins_total', 'Joins accepted', () => hub.stats.joins);
+  labelledCounterOf(registry, 'mles_refusals_total', 'Connections refused, by reason', 'reason', () => stats.refusals);
+  counterOf(registry, 'mles_messages_in_total', 'Messages received from members', () => hub.stats.messagesIn);
+  counterOf(registry, 'mles_messages_out_total', 'Messages delivered to members by fan-out (history replays excluded)', () => hub.stats.deliveries);
+  counterOf(registry, 'mles_bytes_in_total', 'WebSocket payload bytes received', () => stats.bytesIn);
+  counterOf(registry, 'mles_bytes_out_total', 'WebSocket payload bytes sent, history replays included', () => stats.bytesOut);
+  gaugeOf(registry, 'mles_channels', 'Channels with members or pending messages', () => hub.channelCount);
+  if (hub.store.countMessages) {
+    const store = hub.store as Required<typeof hub.store>;
+    gaugeOf(registry, 'mles_history_messages', 'Messages held in history, all channels', () => store.countMessages());
+  }
+  counterOf(registry, 'mles_slow_consumer_closes_total', 'Connections closed for reading too slowly', () => stats.slowConsumerCloses);
+  counterOf(registry, 'mles_store_errors_total', 'History store failures', () => hub.stats.storeErrors);
+  labelledCounterOf(registry, 'mles_http_requests_total', 'HTTP responses on the public port, by status', 'status', () => http.stats.responses);
+  gaugeOf(registry, 'mles_compression_cache_bytes', 'Compressed bodies held in the compression cache', () => http.compressionCache.size);
+  counterOf(registry, 'mles_compression_cache_hits_total', 'Compressed bodies served from the cache', () => http.compressionCache.stats.hits);
+  return registry;
+}

@@ -1,0 +1,144 @@
+// Observability (issue: metrics and health): /metrics and /healthz on the loopback admin port,
+// never on the public one, and metric values that follow what clients do.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Registry } from 'prom-client';
+import { pino } from 'pino';
+import { startServer, type RunningServer } from './helpers/server.js';
+import { request } from './helpers/http.js';
+import { TestClient } from './helpers/client.js';
+import { startAdmin } from '../src/net/admin.js';
+
+let server: RunningServer;
+let admin: URL;
+
+before(async () => {
+  server = await startServer(['--admin-port', '0', '--history', 'memory']);
+  await server.waitForLog('admin listening');
+  const line = server.stderr().split('\n').find((l) => l.includes('admin listening'))!;
+  admin = new URL((JSON.parse(line) as { url: string }).url);
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+async function scrape(): Promise<Map<string, number>> {
+  const res = await request(Number(admin.port), '/metrics');
+  assert.equal(res.status, 200);
+  const values = new Map<string, number>();
+  for (const line of res.text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    values.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return values;
+}
+
+/** Scrapes until every `expected` series has its value (the server acts on its own time). */
+async function waitForMetrics(expected: Record<string, number>): Promise<Map<string, number>> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const values = await scrape();
+    const wrong = Object.entries(expected).filter(([name, value]) => (values.get(name) ?? 0) !== value);
+    if (wrong.length === 0) return values;
+    if (Date.now() > deadline) {
+      assert.fail(`metrics not reached: ${wrong.map(([n, v]) => `${n}=${values.get(n)} (want ${v})`).join(', ')}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+test('the admin port is on loopback and serves /healthz and /metrics only', async () => {
+  assert.equal(admin.hostname, '127.0.0.1');
+  const health = await request(Number(admin.port), '/healthz');
+  assert.equal(health.status, 200);
+  assert.equal(health.text, 'ok\n');
+  const metrics = await request(Number(admin.port), '/metrics');
+  assert.match(metrics.headers['content-type']!, /^text\/plain; version=0\.0\.4/);
+  assert.match(metrics.text, /^# HELP mles_connections_open /m);
+  assert.match(metrics.text, /^process_cpu_seconds_total /m, 'process metrics are included');
+  assert.equal((await request(Number(admin.port), '/other')).status, 404);
+  assert.equal((await request(Number(admin.port), '/metrics', { method: 'POST' })).status, 405);
+});
+
+test('metrics are not served on the public port', async () => {
+  const res = await request(server.port, '/metrics');
+  assert.equal(res.status, 404);
+  assert.doesNotMatch(res.text, /mles_/);
+  assert.equal((await request(server.port, '/healthz')).status, 404);
+});
+
+test('metric values follow clients: connections, joins, messages, bytes, channels, history, refusals', async () => {
+  const start = await scrape();
+  assert.equal(start.get('mles_connections_open'), 0);
+  assert.equal(start.get('mles_slow_consumer_closes_total'), 0);
+
+  const alice = await TestClient.join(server.url, 'alice', 'metrics');
+  const bob = await TestClient.join(server.url, 'bob', 'metrics');
+  await bob.waitFor(1); // alice's join frame from history: both joins are done
+  alice.send('hello');
+  await bob.waitFor(2);
+  const aliceJoin = Buffer.byteLength(JSON.stringify({ uid: 'alice', channel: 'metrics' }));
+  const bobJoin = Buffer.byteLength(JSON.stringify({ uid: 'bob', channel: 'metrics' }));
+  const values = await waitForMetrics({
+    mles_connections_open: 2,
+    mles_joins_total: 2,
+    mles_messages_in_total: 1,
+    mles_messages_out_total: 1,
+    mles_channels: 1,
+    mles_history_messages: 3,
+    mles_bytes_in_total: aliceJoin + bobJoin + 5,
+  });
+  // bob received alice's join frame (from history) and "hello"; alice received nothing.
+  assert.equal(values.get('mles_bytes_out_total'), aliceJoin + 5);
+
+  const duplicate = await TestClient.join(server.url, 'alice', 'metrics');
+  await duplicate.closed;
+  const noSubprotocol = new TestClient(server.url, 'not-mles');
+  await noSubprotocol.closed;
+  await waitForMetrics({
+    'mles_refusals_total{reason="uid already joined"}': 1,
+    'mles_refusals_total{reason="no subprotocol"}': 1,
+  });
+
+  await alice.close();
+  await bob.close();
+  await waitForMetrics({ mles_connections_open: 0, mles_channels: 0, mles_history_messages: 3 });
+});
+
+test('HTTP requests on the public port are counted by status', async () => {
+  const before = await scrape();
+  const notFound = before.get('mles_http_requests_total{status="404"}') ?? 0;
+  const notAllowed = before.get('mles_http_requests_total{status="405"}') ?? 0;
+  await request(server.port, '/no-such-file');
+  await request(server.port, '/no-such-file');
+  await request(server.port, '/', { method: 'DELETE' });
+  await waitForMetrics({
+    'mles_http_requests_total{status="404"}': notFound + 2,
+    'mles_http_requests_total{status="405"}': notAllowed + 1,
+  });
+});
+
+test('/healthz answers 503 once the server is shutting down', async (t) => {
+  let healthy = true;
+  const own = await startAdmin({ port: 0, registry: new Registry(), healthy: () => healthy, log: pino({ level: 'silent' }) });
+  t.after(() => own.close());
+  const port = Number(new URL(own.url).port);
+  assert.equal((await request(port, '/healthz')).status, 200);
+  healthy = false;
+  assert.equal((await request(port, '/healthz')).status, 503);
+});
+
+test('an --admin-port that cannot be bound is refused at start, naming the flag', async () => {
+  const taken = Number(admin.port);
+  const res = await startServer(['--admin-port', String(taken)]).then(
+    async (s) => {
+      await s.stop();
+      return 'started';
+    },
+    (error: Error) => error.message,
+  );
+  assert.match(res, /--admin-port: cannot listen/);
+});

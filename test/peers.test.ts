@@ -1,0 +1,150 @@
+// Peer links between real server processes (spec section 8, issue 5 points 4-6): messages cross
+// exactly once (also around a loop), per-publisher order holds, a server restarted with an empty
+// store regains its history from a peer, and a dead peer does not stall local clients.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, type RunningServer } from './helpers/server.js';
+import { TestClient } from './helpers/client.js';
+import { freePort } from './helpers/ports.js';
+
+const MEMORY = ['--history', 'memory', '--limit', '1000'];
+
+function countOf(list: string[], value: string): number {
+  return list.filter((v) => v === value).length;
+}
+
+/** Waits until `server` has logged `text` at least `times` times. */
+async function logged(server: RunningServer, text: string, times = 1): Promise<void> {
+  const pattern = new RegExp(`(${text}[\\s\\S]*){${times}}`);
+  await server.waitForLog(pattern);
+}
+
+/** Messages of `publisher` as received by `client`, in arrival order. */
+function from(client: TestClient, publisher: string): string[] {
+  return client.texts().filter((m) => m.startsWith(`${publisher}:`));
+}
+
+test('spec 8: two linked servers relay both ways exactly once, in order', async (t) => {
+  const b = await startServer(MEMORY);
+  t.after(() => b.stop());
+  const a = await startServer([...MEMORY, '--peer', b.url]);
+  t.after(() => a.stop());
+
+  const alice = await TestClient.join(a.url, 'alice', 'pair');
+  await logged(a, 'peer link resynchronised');
+  const bob = await TestClient.join(b.url, 'bob', 'pair');
+  // Bob's replay on B holds alice's join frame, which A sent B when the link resynchronised.
+  const [aliceJoin] = await bob.waitFor(1);
+  assert.equal(JSON.parse(aliceJoin!.text).uid, 'alice');
+
+  for (let i = 0; i < 100; i++) alice.send(`alice:${i}`);
+  for (let i = 0; i < 100; i++) bob.send(`bob:${i}`);
+  alice.send('alice:end');
+  bob.send('bob:end');
+  await Promise.all([
+    (async () => { while (!alice.texts().includes('bob:end')) await alice.waitFor(alice.received.length + 1); })(),
+    (async () => { while (!bob.texts().includes('alice:end')) await bob.waitFor(bob.received.length + 1); })(),
+  ]);
+  const expected = (who: string) => [...Array.from({ length: 100 }, (_, i) => `${who}:${i}`), `${who}:end`];
+  assert.deepEqual(from(bob, 'alice'), expected('alice'));
+  assert.deepEqual(from(alice, 'bob'), expected('bob'));
+  assert.equal(from(alice, 'alice').length, 0, 'never echoed back across the link');
+
+  // A newcomer on either server sees the whole conversation once.
+  const carol = await TestClient.join(b.url, 'carol', 'pair');
+  await carol.waitFor(2 + 202); // alice's and bob's joins, then 202 messages
+  for (const message of [...expected('alice'), ...expected('bob')]) assert.equal(countOf(carol.texts(), message), 1, message);
+  await Promise.all([alice.close(), bob.close(), carol.close()]);
+});
+
+test('spec 8: a loop of three servers (A-B-C-A) delivers every message exactly once', async (t) => {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const url = (i: number) => `ws://127.0.0.1:${ports[i % 3]}`;
+  const servers = await Promise.all(
+    [0, 1, 2].map((i) => startServer([...MEMORY, '--port', String(ports[i]), '--peer', url(i + 1)])),
+  );
+  t.after(() => Promise.all(servers.map((s) => s.stop())));
+
+  const names = ['ann', 'ben', 'cat'];
+  const clients = await Promise.all(names.map((name, i) => TestClient.join(servers[i]!.url, name, 'ring')));
+  await Promise.all(servers.map((s) => logged(s, 'peer link resynchronised')));
+
+  const perClient = 50;
+  clients.forEach((client, i) => {
+    for (let n = 0; n < perClient; n++) client.send(`${names[i]}:${n}`);
+  });
+  // Each client expects the others' messages; wait for the last one of each.
+  await Promise.all(clients.map(async (client, i) => {
+    const others = names.filter((_, j) => j !== i).map((name) => `${name}:${perClient - 1}`);
+    while (!others.every((last) => client.texts().includes(last))) await client.waitFor(client.received.length + 1);
+  }));
+  // A barrier round: once every client has every barrier message, earlier loop copies are through.
+  clients.forEach((client, i) => client.send(`${names[i]}:barrier`));
+  await Promise.all(clients.map(async (client, i) => {
+    const others = names.filter((_, j) => j !== i).map((name) => `${name}:barrier`);
+    while (!others.every((b) => client.texts().includes(b))) await client.waitFor(client.received.length + 1);
+  }));
+
+  clients.forEach((client, i) => {
+    for (const [j, name] of names.entries()) {
+      const got = from(client, name);
+      if (j === i) {
+        assert.equal(got.length, 0, `${names[i]} must not get its own messages back`);
+      } else {
+        const expected = [...Array.from({ length: perClient }, (_, n) => `${name}:${n}`), `${name}:barrier`];
+        assert.deepEqual(got, expected, `${names[i]} receives ${name}'s messages once, in order`);
+      }
+    }
+  });
+  await Promise.all(clients.map((c) => c.close()));
+});
+
+test('spec 8: a peer restarted with an empty store regains the history, and a new server rebuilds from its peer', async (t) => {
+  const portB = await freePort();
+  const urlB = `ws://127.0.0.1:${portB}`;
+  let b = await startServer([...MEMORY, '--port', String(portB)]);
+  t.after(() => b.stop());
+  const a = await startServer([...MEMORY, '--peer', urlB]);
+  t.after(() => a.stop());
+
+  const alice = await TestClient.join(a.url, 'alice', 'heal');
+  await logged(a, 'peer link resynchronised');
+  for (let i = 0; i < 20; i++) alice.send(`alice:${i}`);
+  alice.send('alice:end');
+  const watcher = await TestClient.join(b.url, 'watcher', 'heal');
+  while (!watcher.texts().includes('alice:end')) await watcher.waitFor(watcher.received.length + 1);
+  await watcher.close();
+
+  // B dies and comes back empty on the same port: A relinks and sends what B lacks.
+  await b.stop('SIGKILL');
+  b = await startServer([...MEMORY, '--port', String(portB)]);
+  await logged(a, 'peer link resynchronised', 2);
+  const late = await TestClient.join(b.url, 'late', 'heal');
+  while (!late.texts().includes('alice:end')) await late.waitFor(late.received.length + 1);
+  assert.deepEqual(from(late, 'alice'), [...Array.from({ length: 20 }, (_, i) => `alice:${i}`), 'alice:end']);
+  await late.close();
+
+  // A brand-new server linked to B rebuilds the channel from B once someone joins it there.
+  const fresh = await startServer([...MEMORY, '--peer', urlB]);
+  t.after(() => fresh.stop());
+  const newcomer = await TestClient.join(fresh.url, 'newcomer', 'heal');
+  while (!newcomer.texts().includes('alice:end')) await newcomer.waitFor(newcomer.received.length + 1);
+  assert.deepEqual(from(newcomer, 'alice'), [...Array.from({ length: 20 }, (_, i) => `alice:${i}`), 'alice:end']);
+  await Promise.all([alice.close(), newcomer.close()]);
+});
+
+test('spec 8: a killed peer does not stall the other server\'s clients', async (t) => {
+  const b = await startServer(MEMORY);
+  const a = await startServer([...MEMORY, '--peer', b.url]);
+  t.after(() => Promise.all([a.stop(), b.stop()]));
+  const alice = await TestClient.join(a.url, 'alice', 'stall');
+  const dave = await TestClient.join(a.url, 'dave', 'stall');
+  await logged(a, 'peer link resynchronised');
+  await b.stop('SIGKILL');
+  await logged(a, 'peer link closed');
+  for (let i = 0; i < 1000; i++) alice.send(`alice:${i}`);
+  while (!dave.texts().includes('alice:999')) await dave.waitFor(dave.received.length + 1);
+  assert.equal(from(dave, 'alice').length, 1000);
+  await Promise.all([alice.close(), dave.close()]);
+});
