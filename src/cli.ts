@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // The `mles` command: flags and environment -> one Config -> createServer. Nothing else.
 
+import cluster from 'node:cluster';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { ConfigError, parseProxyRule, defaults, type Config } from './config.js';
+import { ConfigError, parseProxyRule, resolveConfig, defaults, type Config } from './config.js';
 import { createServer } from './server.js';
 import { createLogger } from './logger.js';
+import { runWorkers } from './cluster/workers.js';
 
 function integer(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number');
@@ -137,6 +139,15 @@ function defined<T extends object>(value: T): Partial<T> {
 
 async function run(flags: Partial<Config>): Promise<void> {
   const log = createLogger();
+  if ((flags.workers ?? 1) > 1 && cluster.isPrimary) {
+    try {
+      resolveConfig({ key: process.env.MLES_KEY, ...defined(flags) }); // refuse bad flags once, not per worker
+    } catch (error) {
+      if (error instanceof ConfigError) fail(error.message);
+      throw error;
+    }
+    return runWorkers(flags.workers!, log);
+  }
   let server;
   try {
     server = await createServer({ ...defined(flags), logger: log });
@@ -146,7 +157,7 @@ async function run(flags: Partial<Config>): Promise<void> {
     if (code === 'EADDRINUSE' || code === 'EACCES') fail(`--port: cannot listen: ${(error as Error).message}`);
     throw error;
   }
-  process.stderr.write(`history: ${server.config.history}\n`);
+  process.stderr.write(`history: ${server.config.redis === undefined ? server.config.history : 'redis (cluster)'}\n`);
   process.stdout.write(`listening on ${server.address.url}\n`);
   const stop = (signal: string): void => {
     log.info({ signal }, 'shutting down');

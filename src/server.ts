@@ -14,6 +14,7 @@ import { HttpRouter } from './net/http/router.js';
 import { startAdmin, type AdminServer } from './net/admin.js';
 import { createMetrics, type MetricSources } from './net/metrics.js';
 import { PeerLinks, defaultPeerTuning, defaultPeerUid } from './link/peers.js';
+import { ClusterHub } from './cluster/cluster-hub.js';
 
 export { resolveConfig, ConfigError, type Config } from './config.js';
 export { authHash } from './protocol/join.js';
@@ -37,10 +38,7 @@ export interface MlesServer {
 }
 
 /** Flags that parse but whose feature is not built yet: refuse to pretend. */
-const NOT_YET: Array<{ flag: string; set: (c: Config) => boolean; fatal: boolean }> = [
-  { flag: '--redis', set: (c) => c.redis !== undefined, fatal: true },
-  { flag: '--workers', set: (c) => c.workers > 1, fatal: true },
-];
+const NOT_YET: Array<{ flag: string; set: (c: Config) => boolean; fatal: boolean }> = [];
 
 function checkAvailable(config: Config, log: Logger): void {
   for (const feature of NOT_YET) {
@@ -75,8 +73,20 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   const log = logger ?? createLogger();
   checkAvailable(config, log);
 
-  const store = openStore(config);
-  const hub = new Hub({
+  const cluster = config.redis === undefined ? undefined : new ClusterHub({
+    redisUrl: config.redis,
+    limit: config.limit,
+    log,
+    ...(process.env.MLES_CLUSTER_TTL_MS ? { sessionTtlMs: Number(process.env.MLES_CLUSTER_TTL_MS) } : {}),
+  });
+  if (cluster && !(await cluster.start())) {
+    await cluster.close();
+    const { hostname, port } = new URL(config.redis!); // never the password
+    throw new ConfigError('--redis', `cannot reach Redis at ${hostname}:${port || 6379}`);
+  }
+  // In cluster mode history lives in Redis; the hub's store is then an empty placeholder.
+  const store = cluster ? cluster.store : openStore(config);
+  const hub = cluster ?? new Hub({
     store,
     ...(now ? { now } : {}),
     onError: (err, context) => log.error({ err, context }, 'history store failed'),
@@ -88,6 +98,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   const listener = await startListener({ config, log, attach: (server) => router.attach(server, endpoint) }).catch(
     async (error: unknown) => {
       await store.close();
+      await cluster?.close();
       throw error;
     },
   );
@@ -111,7 +122,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   expiryTimer.unref();
 
   let closing: Promise<void> | undefined;
-  const admin = await startAdminIfAsked(config, { hub, endpoint, http: router }, () => closing === undefined, log).catch(
+  const admin = await startAdminIfAsked(config, { hub, endpoint, http: router, cluster: cluster?.cluster }, () => closing === undefined, log).catch(
     (error: unknown) => {
       peers?.close();
       void listener.close();
@@ -135,6 +146,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
         await stopped;
         await admin?.close();
         await store.close();
+        await cluster?.close();
       })();
       return closing;
     },

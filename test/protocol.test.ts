@@ -30,6 +30,10 @@ async function firstFrame(frame: string | Buffer, url = server.url): Promise<{ c
   return { ...closed, received: client.received.length };
 }
 
+let counter = 0;
+/** A uid or text no other test uses. */
+const unique = (prefix: string): string => `${prefix}-${++counter}`;
+
 /** Waits until `client` has received a message with exactly `text`. */
 async function waitForText(client: TestClient, text: string): Promise<void> {
   while (!client.texts().includes(text)) await client.waitFor(client.received.length + 1);
@@ -37,8 +41,8 @@ async function waitForText(client: TestClient, text: string): Promise<void> {
 
 /** Proves `client` is joined to `channel`: a message from a fresh member reaches it. */
 async function provesJoined(client: TestClient, channel: string, url = server.url): Promise<void> {
-  const text = `probe ${Math.random()}`;
-  const probe = await TestClient.join(url, `probe-${Math.random()}`, channel);
+  const text = unique('probe message');
+  const probe = await TestClient.join(url, unique('probe'), channel);
   probe.send(text);
   await waitForText(client, text);
   await probe.close();
@@ -46,14 +50,16 @@ async function provesJoined(client: TestClient, channel: string, url = server.ur
 
 /** Joins a fresh member and returns the history it was sent: everything up to its own frames. */
 async function historyOf(channel: string, expected: number, url = server.url): Promise<string[]> {
-  const reader = await TestClient.join(url, `reader-${Math.random()}`, channel);
+  const reader = await TestClient.join(url, unique('reader'), channel);
   // A message from a second member marks the end of the reader's history.
-  const marker = await TestClient.join(url, `marker-${Math.random()}`, channel);
-  marker.send('end of history');
-  const got = await reader.waitFor(expected + 1);
+  const marker = await TestClient.join(url, unique('marker'), channel);
+  const end = unique('end of history');
+  marker.send(end);
+  await waitForText(reader, end);
   await Promise.all([reader.close(), marker.close()]);
-  assert.equal(got[expected]!.text, 'end of history', `history of ${channel} has ${expected} messages`);
-  return got.slice(0, expected).map((m) => m.text);
+  const history = reader.texts().slice(0, reader.texts().indexOf(end));
+  assert.equal(history.length, expected, `history of ${channel}`);
+  return history;
 }
 
 const uids = (texts: string[]): string[] => texts.map((t) => JSON.parse(t).uid as string);
@@ -142,8 +148,8 @@ test('spec 2: without MLES_KEY auth is optional, and if present must be the unke
   await provesJoined(plain, 'example');
   const hashed = await TestClient.join(server.url, 'alice', 'example', { auth: '9b3b95527f7c2d80' });
   await provesJoined(hashed, 'example');
-  const empty = await TestClient.join(server.url, '', 'example').catch(() => undefined);
-  assert.equal((await empty!.closed).code, 1007, 'empty uid, even with the vector for empty input');
+  const empty = await TestClient.join(server.url, '', '', { auth: '1e924b9d737700d7' });
+  assert.equal((await empty.closed).code, 1007, 'empty uid and channel, even with the vector for empty input');
   for (const auth of ['afa46b8689dae7a5', '0123456789abcdef', 'zz']) {
     const closed = await firstFrame(JSON.stringify({ uid: 'alice', channel: 'example', auth }));
     assert.deepEqual([closed.code, closed.reason], [1008, 'auth failed'], auth);
@@ -187,7 +193,7 @@ test('spec 2: a duplicate (uid, channel, auth) is refused with 4409 while the fi
   const twinJoins = history.filter((t) => t.startsWith('{') && JSON.parse(t).uid === 'twin');
   assert.equal(twinJoins.length, 2, 'the first and the authenticated join; the refused one stored nothing');
   assert.equal(JSON.parse(twinJoins[1]!).auth, authHash('twin', 'spec2-dup'));
-  await Promise.all([otherChannel.close(), withAuth.close()]);
+  await Promise.all([first.close(), otherChannel.close(), withAuth.close()]);
 });
 
 test('spec 2: a uid is accepted again right after its first session left', T, async () => {
@@ -238,6 +244,24 @@ test('spec 3: join frames are not sent live, and nothing is echoed to its sender
   assert.deepEqual(alice.texts(), ['from carol'], 'no join frames, no echo of "from alice"');
   assert.deepEqual(bob.texts().slice(2), ['from carol'], 'carol\'s join was not sent live to bob');
   await Promise.all([alice.close(), bob.close(), carol.close()]);
+});
+
+test('spec 1: control frames (ping, pong) are never forwarded', T, async () => {
+  const channel = 'spec1-control';
+  const listener = await TestClient.join(server.url, 'listener', channel);
+  const sender = await TestClient.join(server.url, 'sender', channel);
+  let listenerPings = 0;
+  listener.ws.on('ping', () => listenerPings++);
+  listener.ws.on('pong', () => listenerPings++);
+  const ponged = new Promise<Buffer>((resolve) => sender.ws.once('pong', resolve));
+  sender.ws.ping('are you there');
+  sender.ws.pong('unsolicited');
+  assert.equal((await ponged).toString(), 'are you there', 'the server answers a ping itself');
+  sender.send('data');
+  await waitForText(listener, 'data');
+  assert.deepEqual(listener.texts(), ['data']);
+  assert.equal(listenerPings, 0);
+  await Promise.all([listener.close(), sender.close()]);
 });
 
 test('spec 3: every frame goes to all other members, never to its sender', T, async () => {
@@ -365,6 +389,6 @@ test('spec 3: channels are independent: own members, own history', T, async () =
   assert.deepEqual(await historyOf('spec3-red', 2).then((h) => h.slice(1)), ['red only']);
   assert.deepEqual(await historyOf('spec3-blue', 2).then((h) => h.slice(1)), ['blue only']);
   // Each saw only its own channel's marker (sent after the other channel's message).
-  assert.deepEqual([red.texts(), blue.texts()], [['end of history'], ['end of history']]);
+  assert.deepEqual([red.texts(), blue.texts()].map((texts) => texts.map((t) => t.startsWith('end of history'))), [[true], [true]]);
   await Promise.all([red.close(), blue.close()]);
 });

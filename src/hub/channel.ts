@@ -90,15 +90,16 @@ export class Channel {
 
   /** Queue a message from `from`; it is fanned out once `stored` settles. */
   publish(from: Member, message: Message, stored: MaybePromise<void>, onError: (e: unknown) => void): void {
-    this.enqueue(stored, {
-      run: () => {
-        for (const member of this.members) {
-          if (member !== from) member.deliver(message);
-        }
-        this.stats.deliveries += this.members.has(from) ? this.members.size - 1 : this.members.size;
-      },
-      fail: onError,
-    });
+    // The common case (synchronous store, nothing queued) fans out at once, allocating nothing.
+    if (this.steps.length === 0 && !isPromise(stored)) return this.fanOut(from, message);
+    this.enqueue(stored, { run: () => this.fanOut(from, message), fail: onError });
+  }
+
+  private fanOut(from: Member, message: Message): void {
+    for (const member of this.members) {
+      if (member !== from) member.deliver(message);
+    }
+    this.stats.deliveries += this.members.has(from) ? this.members.size - 1 : this.members.size;
   }
 
   /**

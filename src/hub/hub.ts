@@ -116,6 +116,7 @@ export class Hub {
 
   private session(channel: Channel, member: Member, release: () => void): Session {
     let left = false;
+    const onAppendError = (error: unknown): void => this.storeFailed(error, `append ${channel.name}`);
     return {
       channel: channel.name,
       publish: (message) => {
@@ -124,8 +125,13 @@ export class Hub {
           this.stats.peerRepeats++;
           return;
         }
-        const stored = attempt(() => this.store.append(channel.name, message, this.now()));
-        channel.publish(member, message, stored, (error) => this.storeFailed(error, `append ${channel.name}`));
+        let stored: MaybePromise<void>;
+        try {
+          stored = this.store.append(channel.name, message, this.now());
+        } catch (error) {
+          stored = Promise.reject(error);
+        }
+        channel.publish(member, message, stored, onAppendError);
       },
       leave: () => {
         if (left) return;

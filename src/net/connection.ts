@@ -2,6 +2,7 @@
 // hub's deliveries onto its socket, enforcing the join timeout, liveness and the send-buffer
 // bound that keeps one slow reader from costing the others anything.
 
+import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import { Close, type CloseReason } from '../protocol/close-codes.js';
@@ -9,6 +10,9 @@ import { parseJoin } from '../protocol/join.js';
 import type { Hub, Session } from '../hub/hub.js';
 import type { Member } from '../hub/member.js';
 import type { Message } from '../store/store.js';
+import { writeFrame } from './frame.js';
+
+const OPEN = 1; // WebSocket.OPEN
 
 export interface ConnectionLimits {
   joinTimeoutMs: number;
@@ -43,6 +47,8 @@ export class Connection implements Member {
   private sampleQueued = 0;
   private sampleBuffered = 0;
   private lastProgressAt = 0;
+  /** The TCP (or TLS) socket under the WebSocket: fan-out writes pre-built frames to it. */
+  private readonly socket: Socket;
 
   constructor(
     private readonly ws: WebSocket,
@@ -52,6 +58,7 @@ export class Connection implements Member {
     private readonly events: ConnectionEvents,
     private readonly traffic: TrafficStats,
   ) {
+    this.socket = (ws as unknown as { _socket: Socket })._socket;
     this.joinTimer = setTimeout(() => this.close(Close.joinTimeout), limits.joinTimeoutMs);
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
     ws.on('pong', () => (this.missedPings = 0));
@@ -73,11 +80,12 @@ export class Connection implements Member {
   }
 
   deliver(message: Message): void {
-    if (!this.open) return;
-    this.ws.send(message.data, { binary: message.binary });
+    // After a close frame (ours or the client's) no data frame may follow.
+    if (!this.open || this.ws.readyState !== OPEN) return;
+    writeFrame(this.socket, message);
     this.bytesQueued += message.data.length;
     this.traffic.bytesOut += message.data.length;
-    const buffered = this.ws.bufferedAmount;
+    const buffered = this.socket.writableLength;
     if (buffered > this.limits.maxBuffered / 4) this.checkSlow(buffered);
     else this.lastProgressAt = 0;
   }
@@ -128,10 +136,9 @@ export class Connection implements Member {
     if (buffered > this.limits.maxBuffered || now - this.lastProgressAt > this.limits.slowConsumerGraceMs) {
       this.log.warn({ uid: this.uid, buffered }, 'closing slow consumer');
       this.events.onClosedForSlowness();
-      this.open = false;
-      this.leave();
-      // The close frame would sit behind the unread backlog, so drop the socket outright.
-      this.ws.terminate();
+      // The close frame queues behind the unread backlog: a reader that catches up learns why it
+      // was closed; one that never reads again is dropped by the WebSocket close timeout.
+      this.close(Close.slowConsumer);
     }
   }
 

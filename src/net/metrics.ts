@@ -11,6 +11,8 @@ export interface MetricSources {
   hub: Hub;
   endpoint: { readonly stats: EndpointStats };
   http: HttpRouter;
+  /** Present on a cluster node (--redis). */
+  cluster?: { readonly connected: number; readonly outages: number };
 }
 
 /** A counter whose value is read from `value()` whenever it is scraped. */
@@ -52,7 +54,7 @@ function gaugeOf(registry: Registry, name: string, help: string, value: () => nu
 }
 
 /** A registry with the server's metrics and the process's default ones (CPU, memory, event loop). */
-export function createMetrics({ hub, endpoint, http }: MetricSources): Registry {
+export function createMetrics({ hub, endpoint, http, cluster }: MetricSources): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const { stats } = endpoint;
@@ -73,5 +75,9 @@ export function createMetrics({ hub, endpoint, http }: MetricSources): Registry 
   labelledCounterOf(registry, 'mles_http_requests_total', 'HTTP responses on the public port, by status', 'status', () => http.stats.responses);
   gaugeOf(registry, 'mles_compression_cache_bytes', 'Compressed bodies held in the compression cache', () => http.compressionCache.size);
   counterOf(registry, 'mles_compression_cache_hits_total', 'Compressed bodies served from the cache', () => http.compressionCache.stats.hits);
+  if (cluster) {
+    gaugeOf(registry, 'mles_cluster_connected', '1 while this node is part of the Redis cluster, 0 while it serves its members alone', () => cluster.connected);
+    counterOf(registry, 'mles_cluster_outages_total', 'Times this node lost its Redis connection', () => cluster.outages);
+  }
   return registry;
 }

@@ -27,7 +27,6 @@ export const Close = {
   joinTimeout: { code: CloseCode.policyViolation, reason: 'no join frame in time' },
   binaryJoin: { code: CloseCode.unsupportedData, reason: 'first frame must be text' },
   joinTooBig: { code: CloseCode.messageTooBig, reason: 'join frame too big' },
-  messageTooBig: { code: CloseCode.messageTooBig, reason: 'message too big' },
   authFailed: { code: CloseCode.policyViolation, reason: 'auth failed' },
   duplicate: { code: CloseCode.duplicateSession, reason: 'uid already joined' },
   historyUnavailable: { code: CloseCode.internalError, reason: 'history unavailable' },

@@ -95,7 +95,7 @@ export class RawClient {
   readonly frames: Frame[] = [];
   /** Resolves when the TCP connection is gone. */
   readonly ended: Promise<void>;
-  private buffer = Buffer.alloc(0);
+  private buffer: Buffer = Buffer.alloc(0);
   private waiters: Array<() => void> = [];
 
   private constructor(readonly socket: net.Socket, readonly protocol: string) {
@@ -150,6 +150,20 @@ export class RawClient {
       if (this.socket.destroyed) throw new Error(`connection ended after ${this.frames.length} frames`);
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
+  }
+
+  /**
+   * From now on reads at most `bytes` every `everyMs`: a reader that keeps reading, slowly.
+   * Returns a function that lets it read at full speed again.
+   */
+  throttle(bytes: number, everyMs: number): () => void {
+    this.socket.pause();
+    // In paused mode read(n) hands the chunk to the 'data' listener and refills from the socket.
+    const timer = setInterval(() => this.socket.read(Math.min(bytes, this.socket.readableLength)), everyMs);
+    return () => {
+      clearInterval(timer);
+      this.socket.resume();
+    };
   }
 
   destroy(): void {

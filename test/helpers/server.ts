@@ -49,10 +49,15 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promi
   return { code, stdout, stderr };
 }
 
+let serversStarted = 0;
+
 /** Starts `mles --port 0 ...args` (add your own --port to override) and waits until it listens. */
 export async function startServer(args: string[] = [], options: StartOptions = {}): Promise<RunningServer> {
   const withPort = args.includes('--port') || args.includes('-p') ? args : ['--port', '0', ...args];
-  const [cmd, argv] = cliCommand(withPort);
+  // Set by test/cluster-protocol.test.ts: the same suites then run against cluster nodes, each
+  // server in a Redis database of its own (of the default 16), as each has its own data directory.
+  const redis = process.env.MLES_TEST_REDIS_URL && `${process.env.MLES_TEST_REDIS_URL}/${serversStarted++ % 16}`;
+  const [cmd, argv] = cliCommand(redis && !withPort.includes('--redis') ? [...withPort, '--redis', redis] : withPort);
   // A fresh data directory per server, so the default SQLite history never leaks between tests.
   const dataHome = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-test-data-'));
   const env = { ...process.env, MLES_KEY: '', MLES_LOG: 'info', XDG_DATA_HOME: dataHome, ...options.env };

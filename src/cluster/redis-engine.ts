@@ -1,0 +1,237 @@
+// The node's two Redis connections: one for commands (its order is each sender's order) and one
+// subscriber (one stream per node keeps every channel's sequence order). It batches a channel's
+// messages per event-loop turn into one script call, and reports when Redis goes and comes back.
+
+import { randomBytes } from 'node:crypto';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Message } from '../store/store.js';
+import { parseBatch, batchHeader, BatchKind, type Batch } from './envelope.js';
+import {
+  channelKeys, channelOfLive, type ChannelKeys, encodeEntry, sessionKeyOf, MAX_BATCH,
+  PUBLISH_SCRIPT, JOIN_SCRIPT, RELEASE_SCRIPT, RESEED_SCRIPT,
+} from './scripts.js';
+
+export interface EngineOptions {
+  url: string;
+  /** History kept per channel (--limit). */
+  limit: number;
+  /** A channel idle this long loses its history (spec section 3: 30 days). */
+  expirySeconds: number;
+  /** A session key lives this long unless its node refreshes it. */
+  sessionTtlMs: number;
+  log: Logger;
+}
+
+export interface EngineEvents {
+  /** A batch of sequenced messages arrived on a channel's stream. */
+  onBatch(channel: string, batch: Batch): void;
+  /** A batch could not be appended (Redis went away): the hub serves live ones locally. */
+  onPublishFailed(channel: string, items: OutgoingMessage[], kind: BatchKind): void;
+  /** Both connections are ready (at start, and again after an outage). */
+  onUp(): void;
+  /** A connection was lost: the node is on its own until onUp. */
+  onDown(): void;
+}
+
+export interface OutgoingMessage {
+  /** The sending member's id on this node, or JOIN_ORIGIN. */
+  origin: string;
+  message: Message;
+  /** Set while the sender's join is in flight: stored only if that join is accepted. */
+  guard?: { key: string; token: string };
+}
+
+export interface JoinResult {
+  seq: number;
+  history: Buffer[];
+}
+
+type Arg = string | Buffer | number;
+interface ScriptCommands {
+  mlesPublish(...args: Arg[]): Promise<number>;
+  mlesJoinBuffer(...args: Arg[]): Promise<[number, Buffer[]] | null>;
+  mlesRelease(...args: Arg[]): Promise<number>;
+  mlesReseed(...args: Arg[]): Promise<number>;
+}
+
+const connectionOptions: RedisOptions = {
+  // Fail fast while Redis is away: the hub then serves locally instead of queueing blindly.
+  enableOfflineQueue: false,
+  autoResendUnfulfilledCommands: false,
+  autoResubscribe: false,
+  maxRetriesPerRequest: 0,
+  retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
+  lazyConnect: true,
+};
+
+export class RedisEngine {
+  /** Names this node in published batches, so it can recognise its own replays. */
+  readonly nodeId = randomBytes(6).toString('hex');
+  private readonly commands: Redis & ScriptCommands;
+  private readonly subscriber: Redis;
+  private readonly ready = { commands: false, subscriber: false };
+  private up = false;
+  private readonly batches = new Map<string, OutgoingMessage[]>();
+  private flushScheduled = false;
+  private closed = false;
+
+  constructor(private readonly options: EngineOptions, private readonly events: EngineEvents) {
+    this.commands = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}` }) as Redis & ScriptCommands;
+    this.subscriber = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}-sub` });
+    this.commands.defineCommand('mlesPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT });
+    this.commands.defineCommand('mlesJoin', { numberOfKeys: 3, lua: JOIN_SCRIPT });
+    this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT });
+    this.commands.defineCommand('mlesReseed', { numberOfKeys: 2, lua: RESEED_SCRIPT });
+    this.watch(this.commands, 'commands');
+    this.watch(this.subscriber, 'subscriber');
+    this.subscriber.on('messageBuffer', (live: Buffer, payload: Buffer) => {
+      let batch: Batch;
+      try {
+        batch = parseBatch(payload);
+      } catch (error) {
+        this.options.log.error({ err: error }, 'unreadable cluster batch');
+        return;
+      }
+      this.events.onBatch(channelOfLive(live.toString('latin1')), batch);
+    });
+  }
+
+  private keys(channel: string): ChannelKeys {
+    return channelKeys(channel, this.commands.options.db ?? 0);
+  }
+
+  /** Connects both connections; false if Redis did not answer within `timeoutMs` (it keeps trying). */
+  async start(timeoutMs: number): Promise<boolean> {
+    const connecting = Promise.all([this.commands.connect(), this.subscriber.connect()]).then(() => true, () => false);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    try {
+      return await Promise.race([connecting, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get isUp(): boolean {
+    return this.up;
+  }
+
+  private watch(connection: Redis, name: keyof RedisEngine['ready']): void {
+    connection.on('ready', () => {
+      this.ready[name] = true;
+      if (!this.up && this.ready.commands && this.ready.subscriber) {
+        this.up = true;
+        this.events.onUp();
+      }
+    });
+    connection.on('close', () => {
+      this.ready[name] = false;
+      if (this.up && !this.closed) {
+        this.up = false;
+        this.events.onDown();
+      }
+    });
+    // Connection errors repeat on every retry; onDown already said what matters.
+    connection.on('error', (error: Error) => this.options.log.debug({ err: error, connection: name }, 'redis error'));
+  }
+
+  /** Resolves once the subscriber receives the channels' streams. */
+  async subscribe(channels: string[]): Promise<void> {
+    if (channels.length > 0) await this.subscriber.subscribe(...channels.map((c) => this.keys(c).live));
+  }
+
+  unsubscribe(channel: string): void {
+    this.subscriber.unsubscribe(this.keys(channel).live).catch(() => {});
+  }
+
+  /** The atomic join (see JOIN_SCRIPT); null if the session is joined elsewhere. */
+  async join(channel: string, triplet: string, token: string, frame: Message): Promise<JoinResult | null> {
+    this.flushChannel(channel); // this node's earlier messages on the channel come first
+    const { seq, history } = this.keys(channel);
+    const reply = await this.commands.mlesJoinBuffer(
+      sessionKeyOf(channel, triplet), seq, history,
+      token, this.options.sessionTtlMs, encodeEntry(frame), this.options.limit, this.options.expirySeconds,
+    );
+    return reply === null ? null : { seq: Number(reply[0]), history: reply[1] };
+  }
+
+  /** Queues a message; the channel's messages of this turn go to Redis in one script call. */
+  publish(channel: string, item: OutgoingMessage): void {
+    let batch = this.batches.get(channel);
+    if (!batch) {
+      batch = [];
+      this.batches.set(channel, batch);
+    }
+    batch.push(item);
+    if (batch.length >= MAX_BATCH) this.flushChannel(channel);
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Appends messages served locally during an outage, marked so their node does not deliver them again. */
+  replay(channel: string, items: OutgoingMessage[]): void {
+    for (let start = 0; start < items.length; start += MAX_BATCH) {
+      this.append(channel, items.slice(start, start + MAX_BATCH), BatchKind.replay);
+    }
+  }
+
+  /** Restores a channel's history if Redis lost it (see RESEED_SCRIPT). */
+  async reseed(channel: string, lastSeq: number, history: Message[]): Promise<number> {
+    const { seq, history: list } = this.keys(channel);
+    return this.commands.mlesReseed(seq, list, lastSeq, this.options.limit, this.options.expirySeconds, ...history.map(encodeEntry));
+  }
+
+  /** (Re)claims session keys for this node, e.g. after an outage. */
+  async claim(sessions: Array<{ key: string; token: string }>): Promise<void> {
+    if (sessions.length === 0) return;
+    const pipeline = this.commands.pipeline();
+    for (const { key, token } of sessions) pipeline.set(key, token, 'PX', this.options.sessionTtlMs);
+    await pipeline.exec();
+  }
+
+  /** Extends the TTL of this node's live session keys. */
+  async refresh(keys: string[]): Promise<void> {
+    if (keys.length === 0) return;
+    const pipeline = this.commands.pipeline();
+    for (const key of keys) pipeline.pexpire(key, this.options.sessionTtlMs);
+    await pipeline.exec();
+  }
+
+  /** Releases a session key at once, unless another node has taken it meanwhile. */
+  async release(key: string, token: string): Promise<void> {
+    await this.commands.mlesRelease(key, token);
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    for (const channel of [...this.batches.keys()]) this.flushChannel(channel);
+  }
+
+  private flushChannel(channel: string): void {
+    const batch = this.batches.get(channel);
+    if (!batch) return;
+    this.batches.delete(channel);
+    this.append(channel, batch, BatchKind.live);
+  }
+
+  private append(channel: string, items: OutgoingMessage[], kind: BatchKind): void {
+    const { seq, history, live } = this.keys(channel);
+    const args: Arg[] = [seq, history, this.options.limit, this.options.expirySeconds, live, batchHeader(this.nodeId, kind)];
+    for (const { origin, message, guard } of items) args.push(origin, guard?.key ?? '', guard?.token ?? '', encodeEntry(message));
+    this.commands.mlesPublish(...args).catch((error: unknown) => {
+      this.options.log.debug({ err: error, channel }, 'cluster append failed');
+      this.events.onPublishFailed(channel, items, kind);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.flush();
+    // quit() lets pending replies (the last appends, releases) arrive first.
+    await Promise.all([this.commands, this.subscriber].map((c) => c.quit().catch(() => c.disconnect())));
+  }
+}

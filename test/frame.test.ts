@@ -1,0 +1,36 @@
+// The pre-framed fan-out path (src/net/frame.ts) must produce frames any RFC 6455 client parses:
+// checked with ws's own receiver at every length-encoding boundary, text and binary.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import * as wsModule from 'ws';
+import { frameOf } from '../src/net/frame.js';
+
+// ws's frame parser; @types/ws does not declare it.
+type ReceiverLike = EventEmitter & { write(chunk: Buffer): void };
+const { Receiver } = wsModule as unknown as { Receiver: new (options: object) => ReceiverLike };
+
+function parse(bytes: Buffer): Promise<{ data: Buffer; binary: boolean }> {
+  return new Promise((resolve, reject) => {
+    const receiver = new Receiver({ isServer: false, binaryType: 'nodebuffer' });
+    receiver.on('message', (data: Buffer, binary: boolean) => resolve({ data, binary }));
+    receiver.on('error', reject);
+    receiver.write(bytes);
+  });
+}
+
+for (const length of [0, 1, 125, 126, 127, 16 * 1024, 16 * 1024 + 1, 65_535, 65_536, 200_000]) {
+  for (const binary of [false, true]) {
+    test(`RFC 6455 5.2: a ${length}-byte ${binary ? 'binary' : 'text'} message frames correctly`, async () => {
+      const data = Buffer.alloc(length, binary ? 0xab : 0x61);
+      const message = { data, binary };
+      const frame = frameOf(message);
+      assert.equal(frameOf(message), frame, 'framed once, then reused');
+      const bytes = Array.isArray(frame) ? Buffer.concat(frame) : frame;
+      const parsed = await parse(bytes);
+      assert.equal(parsed.binary, binary);
+      assert.ok(parsed.data.equals(data));
+    });
+  }
+}
