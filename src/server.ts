@@ -37,17 +37,6 @@ export interface MlesServer {
   close(): Promise<void>;
 }
 
-/** Flags that parse but whose feature is not built yet: refuse to pretend. */
-const NOT_YET: Array<{ flag: string; set: (c: Config) => boolean; fatal: boolean }> = [];
-
-function checkAvailable(config: Config, log: Logger): void {
-  for (const feature of NOT_YET) {
-    if (!feature.set(config)) continue;
-    if (feature.fatal) throw new ConfigError(feature.flag, 'not available yet in this version');
-    log.warn(`${feature.flag} is not available yet in this version and is ignored`);
-  }
-}
-
 function openStore(config: Config): HistoryStore {
   if (config.history === 'memory') return new MemoryStore(config.limit);
   const file = path.resolve(config.history.slice('sqlite:'.length));
@@ -71,7 +60,6 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   const { logger, now, ...partial } = options;
   const config = resolveConfig({ key: process.env.MLES_KEY, ...partial });
   const log = logger ?? createLogger();
-  checkAvailable(config, log);
 
   const cluster = config.redis === undefined ? undefined : new ClusterHub({
     redisUrl: config.redis,

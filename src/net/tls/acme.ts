@@ -164,13 +164,14 @@ export class AcmeCertificates {
     }
     if (this.stopped) return;
     const installed = serving.install(pair);
-    log.info({ domains, notAfter: installed.notAfter, fingerprint: installed.fingerprint }, renewing ? 'certificate renewed' : 'certificate issued');
     this.scheduleRenewal();
+    // Cache before announcing, so whoever acts on "issued" (a restart, a test) finds the files.
     try {
       await this.cache?.writeCertificate(this.name, pair);
     } catch (error) {
       log.error({ err: error, dir: this.cache!.dir }, 'could not cache the certificate; the next start orders a new one');
     }
+    log.info({ domains, notAfter: installed.notAfter, fingerprint: installed.fingerprint }, renewing ? 'certificate renewed' : 'certificate issued');
   }
 
   private async order(): Promise<KeyAndCertificate> {

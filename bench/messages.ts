@@ -1,0 +1,74 @@
+// What the bench (parent) and its generator processes say to each other over the IPC channel.
+
+import type { HistogramData } from './histogram.js';
+import type { TargetName } from './targets/index.js';
+
+export interface ChannelPlan {
+  name: string;
+  /** Members in all generators together. */
+  members: number;
+  /** Global ids of the members that publish. */
+  publishers: number[];
+}
+
+export interface ClientPlan {
+  uid: string;
+  /** Index into the plan's channels. */
+  channel: number;
+  /** Global publisher id, or -1 for a member that only listens. */
+  publisher: number;
+  /** Sends the readiness probe of its channel. */
+  prober: boolean;
+}
+
+export interface TrafficSetup {
+  type: 'setup';
+  target: TargetName;
+  url: string;
+  channels: ChannelPlan[];
+  /** This generator's clients. */
+  clients: ClientPlan[];
+  payloadBytes: number;
+  /** Messages a publisher may have in flight (sent, not yet seen by its recipients). */
+  window: number;
+  /** This generator's share of the offered message rate (msg/s), or max. */
+  rate: number | 'max';
+  /** Publishers with recipients in other generators: their progress goes through the parent. */
+  shared: number[];
+}
+
+export interface JoinHistoryRequest {
+  type: 'join-history';
+  target: TargetName;
+  url: string;
+  joins: number;
+  messages: number;
+  payloadBytes: number;
+}
+
+export type ToGenerator =
+  | TrafficSetup
+  | JoinHistoryRequest
+  | { type: 'probe' }
+  | { type: 'start' }
+  /** Report counters; latency is recorded from a mark with measuring=true to the next one. */
+  | { type: 'mark'; measuring: boolean }
+  /** Publisher progress seen by the other generators: [publisher, messages acknowledged]. */
+  | { type: 'credit'; acks: Array<[number, number]> }
+  | { type: 'stop' }
+  | { type: 'drain'; expected: number; timeoutMs: number; quietMs: number }
+  /** Close every client of the case. */
+  | { type: 'reset' };
+
+export type FromGenerator =
+  | { type: 'ready' }
+  | { type: 'probed'; waiting: number }
+  | { type: 'marked'; received: number; sent: number }
+  | { type: 'progress'; acks: Array<[number, number]> }
+  | { type: 'stopped'; sent: Array<[number, number]>; skipped: number; stalls: number }
+  | { type: 'drained'; received: number; outOfOrder: number; closed: number; latency: HistogramData }
+  | { type: 'join-history'; timesMs: number[] }
+  | { type: 'reset' }
+  | { type: 'error'; message: string };
+
+export type Reply<T extends FromGenerator['type']> = Extract<FromGenerator, { type: T }>;

@@ -1,0 +1,77 @@
+// Smoke test of the benchmark harness (`npm run bench`): a tiny quick run against every target
+// must complete, exit 0, and produce plausible figures with no loss at a low fixed rate.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ROOT } from './helpers/server.js';
+import { hasProgram, requirePrograms } from './helpers/programs.js';
+import type { BenchReport, CaseResult } from '../bench/report.js';
+import { TARGET_NAMES } from '../bench/targets/index.js';
+
+async function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [code] = (await once(proc, 'exit')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+test('npm run bench -- --quick, tiny: a result per target, no loss at a low fixed rate', async (t) => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-test-'));
+  t.after(() => fs.rmSync(out, { recursive: true, force: true }));
+  const { code, stdout, stderr } = await runBench([
+    '--quick', '--scenarios', 'fanout,join-history', '--rate', '200', '--subscribers', '5',
+    '--warmup', '0.2', '--duration', '0.5', '--joins', '2', '--out', out,
+  ]);
+  assert.equal(code, 0, `bench failed:\n${stderr}`);
+  assert.match(stdout, /== fanout S=5 P=1 B=64 rate=200\/s/);
+  assert.match(stdout, /deliveries\/s/);
+
+  const files = fs.readdirSync(out);
+  const json = files.find((f) => f.endsWith('.json'));
+  assert.ok(json, `no JSON result in ${files.join(', ')}`);
+  assert.match(fs.readFileSync(path.join(out, 'latest.svg'), 'utf8'), /^<svg [^>]*>[\s\S]*<rect [\s\S]*<\/svg>\n$/);
+  const report = JSON.parse(fs.readFileSync(path.join(out, json), 'utf8')) as BenchReport;
+  assert.equal(report.quick, true);
+  const fanout = report.cases.find((c) => c.scenario === 'fanout') as CaseResult;
+  const history = report.cases.find((c) => c.scenario === 'join-history') as CaseResult;
+  assert.deepEqual(fanout.results.map((r) => r.target), [...TARGET_NAMES]);
+
+  for (const name of TARGET_NAMES) {
+    await t.test(name, (st) => {
+      const result = fanout.results.find((r) => r.target === name)!;
+      if (name === 'mosquitto' && !hasProgram('mosquitto')) {
+        assert.equal(result.status, 'skipped');
+        requirePrograms(st, 'mosquitto', ['mosquitto']); // fails in CI, skips elsewhere
+        return;
+      }
+      assert.equal(result.status, 'ok', result.note);
+      const m = result.metrics!;
+      assert.ok(m.deliveriesPerSec > 0, `deliveries/s ${m.deliveriesPerSec}`);
+      assert.ok(m.delivered > 0);
+      assert.equal(m.delivered, m.expected);
+      assert.equal(m.lost, 0);
+      assert.equal(m.outOfOrder, 0);
+      assert.equal(m.disconnects, 0);
+      assert.ok(m.p50Ms > 0 && m.p50Ms <= m.p99Ms && m.p99Ms <= m.maxMs, `latency ${m.p50Ms} ${m.p99Ms} ${m.maxMs}`);
+      assert.ok(m.serverCpuUsPerDelivery > 0 && Number.isFinite(m.serverCpuUsPerDelivery), `cpu ${m.serverCpuUsPerDelivery}`);
+      assert.ok(m.serverRssMB > 1, `rss ${m.serverRssMB}`);
+
+      const joins = history.results.find((r) => r.target === name)!;
+      if (name === 'ws' || name === 'socketio') {
+        assert.equal(joins.status, 'n/a');
+      } else {
+        assert.equal(joins.status, 'ok', joins.note);
+        assert.equal(joins.metrics!.joins, 2);
+        assert.ok(joins.metrics!.medianMs > 0, `join ${joins.metrics!.medianMs}`);
+      }
+    });
+  }
+});
