@@ -6,11 +6,10 @@
 
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import path from 'node:path';
-import { ROOT } from './targets/process.js';
+import { ROOT, projectScript } from './targets/process.js';
 import type { FromGenerator, Reply, ToGenerator } from './messages.js';
 
-const GENERATOR = path.join(ROOT, 'bench/generator.ts');
+const GENERATOR = projectScript('bench/generator.ts');
 
 interface Waiter {
   type: FromGenerator['type'];
@@ -24,7 +23,7 @@ class Generator {
   private failure: Error | undefined;
 
   constructor(readonly index: number, onProgress: (from: number, acks: Array<[number, number]>) => void) {
-    this.proc = fork(GENERATOR, [], { cwd: ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc = fork(GENERATOR.script, [], { cwd: ROOT, execArgv: GENERATOR.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.proc.on('message', (message: FromGenerator) => {
       if (message.type === 'progress') return onProgress(index, message.acks);
       if (message.type === 'error') return this.fail(new Error(`generator ${index}: ${message.message}`));

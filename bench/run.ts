@@ -30,6 +30,11 @@ function whole(min: number) {
   };
 }
 
+function storeKind(value: string): 'memory' | 'sqlite' {
+  if (value !== 'memory' && value !== 'sqlite') throw new InvalidArgumentError('must be memory or sqlite');
+  return value;
+}
+
 function seconds(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a number of seconds > 0');
@@ -72,6 +77,7 @@ interface Flags {
   duration?: number;
   drainTimeout?: number;
   seed: number;
+  mlesHistory: 'memory' | 'sqlite';
   out: string;
 }
 
@@ -95,6 +101,7 @@ function program(): Command {
     .option('--duration <s>', `seconds measured [${PROFILES.full.duration}; quick ${PROFILES.quick.duration}]`, seconds)
     .option('--drain-timeout <s>', `seconds to wait for the last deliveries [${PROFILES.full.drainTimeout}; quick ${PROFILES.quick.drainTimeout}]`, seconds)
     .option('--seed <n>', 'many-channels: seed of the channel sizes', whole(0), 1)
+    .option('--mles-history <store>', 'history store of this server: memory or sqlite (a fresh file per case)', storeKind, 'memory')
     .option('--out <dir>', 'results folder', path.join(ROOT, 'bench/results'));
 }
 
@@ -116,6 +123,7 @@ function settingsOf(flags: Flags): Settings {
     durationMs: (flags.duration ?? d.duration) * 1000,
     drainTimeoutMs: (flags.drainTimeout ?? d.drainTimeout) * 1000,
     seed: flags.seed,
+    mlesHistory: flags.mlesHistory,
   };
 }
 
@@ -132,7 +140,7 @@ async function runCase(item: Case, target: Target, settings: Settings, pool: Gen
   if (notApplicable) return { ...base, status: 'n/a', note: notApplicable };
   let server: ServerProcess | undefined;
   try {
-    server = await target.start({ historyLimit: settings.historyMessages });
+    server = await target.start({ historyLimit: settings.historyMessages, mlesHistory: settings.mlesHistory });
     const metrics = await item.run(target.name, server, pool);
     const crash = server.crash();
     if (crash) return { ...base, status: 'failed', note: crash };

@@ -33,6 +33,8 @@ export interface Settings {
   durationMs: number;
   drainTimeoutMs: number;
   seed: number;
+  /** The history store this server runs with. */
+  mlesHistory: 'memory' | 'sqlite';
 }
 
 export interface Case {

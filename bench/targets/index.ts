@@ -1,8 +1,11 @@
 // The servers a run compares: how to tell whether each can run here, and how to start it.
 
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { hasProgram } from '../../test/helpers/programs.js';
 import { mosquittoVersion, startMosquitto } from './mosquitto.js';
-import { startAnnounced, tsNode, type ServerProcess } from './process.js';
+import { startAnnounced, projectNode, type ServerProcess } from './process.js';
 
 export const TARGET_NAMES = ['mles', 'ws', 'socketio', 'mosquitto'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
@@ -10,6 +13,8 @@ export type TargetName = (typeof TARGET_NAMES)[number];
 export interface StartOptions {
   /** Messages of history per channel, where the target keeps history. */
   historyLimit: number;
+  /** This server's history store: memory, or SQLite in a fresh temporary file. */
+  mlesHistory: 'memory' | 'sqlite';
 }
 
 export interface Target {
@@ -24,11 +29,14 @@ const mles: Target = {
   name: 'mles',
   label: 'mles (this server)',
   unavailable: () => undefined,
-  start: ({ historyLimit }) => {
-    const spec = tsNode('src/cli.ts', ['--port', '0', '--history', 'memory', '--ping-interval', '600000', '--limit', String(historyLimit)]);
+  start: ({ historyLimit, mlesHistory }) => {
+    const dir = mlesHistory === 'sqlite' ? fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-')) : undefined;
+    const history = dir ? `sqlite:${path.join(dir, 'history.db')}` : 'memory';
+    const spec = projectNode('src/cli.ts', ['--port', '0', '--history', history, '--ping-interval', '600000', '--limit', String(historyLimit)]);
     const env: NodeJS.ProcessEnv = { ...process.env, MLES_LOG: 'warn' };
     delete env.MLES_KEY;
-    return startAnnounced('mles', { ...spec, env });
+    const cleanup = dir ? () => fs.rmSync(dir, { recursive: true, force: true }) : undefined;
+    return startAnnounced('mles', { ...spec, env, ...(cleanup ? { cleanup } : {}) });
   },
 };
 
@@ -36,14 +44,14 @@ const ws: Target = {
   name: 'ws',
   label: 'ws relay',
   unavailable: () => undefined,
-  start: () => startAnnounced('ws relay', tsNode('bench/targets/ws-relay.ts')),
+  start: () => startAnnounced('ws relay', projectNode('bench/targets/ws-relay.ts')),
 };
 
 const socketio: Target = {
   name: 'socketio',
   label: 'Socket.IO 4',
   unavailable: () => undefined,
-  start: () => startAnnounced('Socket.IO', tsNode('bench/targets/socketio-server.ts')),
+  start: () => startAnnounced('Socket.IO', projectNode('bench/targets/socketio-server.ts')),
 };
 
 let mosquittoLabel: string | undefined;

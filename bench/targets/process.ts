@@ -6,7 +6,21 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/**
+ * `npm run bench` runs compiled JavaScript (dist/), as users run the server: under tsx every
+ * closure carries a defined `name` property (esbuild's keepNames), which inflates per-connection
+ * memory and CPU. The smoke test runs the TypeScript through tsx; both find their files here.
+ */
+const COMPILED = import.meta.url.endsWith('.js');
+/** The project's root, from bench/targets/ or dist/bench/targets/. */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), COMPILED ? '../../..' : '../..');
+
+/** Node arguments that run a project file (named by its .ts source path) in this mode. */
+export function projectScript(file: string): { script: string; execArgv: string[] } {
+  return COMPILED
+    ? { script: path.join(ROOT, 'dist', file.replace(/\.ts$/, '.js')), execArgv: [] }
+    : { script: path.join(ROOT, file), execArgv: ['--import', 'tsx'] };
+}
 
 const START_TIMEOUT_MS = 30_000;
 
@@ -33,9 +47,10 @@ export interface SpawnSpec {
   cleanup?: () => void;
 }
 
-/** A command that runs a TypeScript file of this project with node + tsx. */
-export function tsNode(file: string, args: string[] = []): SpawnSpec {
-  return { command: process.execPath, args: ['--import', 'tsx', path.join(ROOT, file), ...args] };
+/** A command that runs a file of this project (compiled or through tsx, see projectScript). */
+export function projectNode(file: string, args: string[] = []): SpawnSpec {
+  const { script, execArgv } = projectScript(file);
+  return { command: process.execPath, args: [...execArgv, script, ...args] };
 }
 
 /**

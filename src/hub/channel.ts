@@ -46,6 +46,7 @@ export class Channel {
     private readonly stats: { deliveries: number },
     private readonly onIdle: () => void,
     private readonly onUsers: (users: number) => void,
+    private readonly onAppendError: (error: unknown) => void,
   ) {}
 
   leave(member: Member): void {
@@ -89,10 +90,10 @@ export class Channel {
   }
 
   /** Queue a message from `from`; it is fanned out once `stored` settles. */
-  publish(from: Member, message: Message, stored: MaybePromise<void>, onError: (e: unknown) => void): void {
+  publish(from: Member, message: Message, stored: MaybePromise<void>): void {
     // The common case (synchronous store, nothing queued) fans out at once, allocating nothing.
     if (this.steps.length === 0 && !isPromise(stored)) return this.fanOut(from, message);
-    this.enqueue(stored, { run: () => this.fanOut(from, message), fail: onError });
+    this.enqueue(stored, { run: () => this.fanOut(from, message), fail: this.onAppendError });
   }
 
   private fanOut(from: Member, message: Message): void {

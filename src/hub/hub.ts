@@ -100,7 +100,7 @@ export class Hub {
       this.storeFailed(error, `join ${join.channel}`);
       member.close(Close.historyUnavailable);
     });
-    return this.session(channel, member, () => this.sessions.delete(key));
+    return this.session(channel, member, key);
   }
 
   /**
@@ -111,36 +111,35 @@ export class Hub {
     const channel = this.channelFor(channelName);
     channel.trackStored(attempt(() => this.store.read(channelName)), this.dedupCapacity);
     channel.attach(link);
-    return this.session(channel, link, () => {});
+    return this.session(channel, link, undefined);
   }
 
-  private session(channel: Channel, member: Member, release: () => void): Session {
-    let left = false;
-    const onAppendError = (error: unknown): void => this.storeFailed(error, `append ${channel.name}`);
-    return {
-      channel: channel.name,
-      publish: (message) => {
-        this.stats.messagesIn++;
-        if (!channel.admit(member, message)) {
-          this.stats.peerRepeats++;
-          return;
-        }
-        let stored: MaybePromise<void>;
-        try {
-          stored = this.store.append(channel.name, message, this.now());
-        } catch (error) {
-          stored = Promise.reject(error);
-        }
-        channel.publish(member, message, stored, onAppendError);
-      },
-      leave: () => {
-        if (left) return;
-        left = true;
-        release();
-        channel.leave(member);
-      },
-    };
+  private session(channel: Channel, member: Member, key: string | undefined): Session {
+    return new MemberSession(this, channel, member, key);
   }
+
+  /** A member's message, on behalf of its session: stored, then fanned out in channel order. */
+  publishFrom(channel: Channel, member: Member, message: Message): void {
+    this.stats.messagesIn++;
+    if (!channel.admit(member, message)) {
+      this.stats.peerRepeats++;
+      return;
+    }
+    let stored: MaybePromise<void>;
+    try {
+      stored = this.store.append(channel.name, message, this.now());
+    } catch (error) {
+      stored = Promise.reject(error);
+    }
+    channel.publish(member, message, stored);
+  }
+
+  /** Ends a session: its (uid, channel, auth) is free again at once. */
+  release(channel: Channel, member: Member, key: string | undefined): void {
+    if (key !== undefined) this.sessions.delete(key);
+    channel.leave(member);
+  }
+
 
   /** Drops the history of channels idle for longer than the expiry (run daily). */
   async expireIdle(): Promise<string[]> {
@@ -158,6 +157,7 @@ export class Hub {
           if (this.channels.get(name) === created) this.channels.delete(name);
         },
         (users) => this.onUsersChanged(name, users),
+        (error) => this.storeFailed(error, `append ${name}`),
       );
       channel = created;
       this.channels.set(name, channel);
@@ -168,5 +168,31 @@ export class Hub {
   private storeFailed(error: unknown, context: string): void {
     this.stats.storeErrors++;
     this.onError(error, context);
+  }
+}
+
+/** A member's handle on its channel; a class rather than closures, as there is one per client. */
+class MemberSession implements Session {
+  private left = false;
+
+  constructor(
+    private readonly hub: Hub,
+    private readonly target: Channel,
+    private readonly member: Member,
+    private readonly key: string | undefined,
+  ) {}
+
+  get channel(): string {
+    return this.target.name;
+  }
+
+  publish(message: Message): void {
+    this.hub.publishFrom(this.target, this.member, message);
+  }
+
+  leave(): void {
+    if (this.left) return;
+    this.left = true;
+    this.hub.release(this.target, this.member, this.key);
   }
 }

@@ -29,9 +29,36 @@ export interface TrafficStats {
   bytesOut: number;
 }
 
+/** What the endpoint hears from its connections (one object for all of them). */
 export interface ConnectionEvents {
   onClosedForSlowness(): void;
   onRefused(reason: CloseReason): void;
+  onClosed(connection: Connection): void;
+}
+
+// The WebSocket listeners are shared by all connections, which find theirs through the socket:
+// per-connection closures would cost memory on every idle client.
+const owner = Symbol('connection');
+type Owned = WebSocket & { [owner]: Connection };
+
+function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  (this as Owned)[owner].onFrame(data, isBinary);
+}
+
+function onAlive(this: WebSocket): void {
+  (this as Owned)[owner].missedPings = 0;
+}
+
+function onClose(this: WebSocket): void {
+  (this as Owned)[owner].onClose();
+}
+
+function onError(this: WebSocket, error: Error): void {
+  (this as Owned)[owner].logError(error);
+}
+
+function closeForJoinTimeout(connection: Connection): void {
+  connection.close(Close.joinTimeout);
 }
 
 export class Connection implements Member {
@@ -59,12 +86,22 @@ export class Connection implements Member {
     private readonly traffic: TrafficStats,
   ) {
     this.socket = (ws as unknown as { _socket: Socket })._socket;
-    this.joinTimer = setTimeout(() => this.close(Close.joinTimeout), limits.joinTimeoutMs);
-    ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
-    ws.on('pong', () => (this.missedPings = 0));
-    ws.on('ping', () => (this.missedPings = 0));
-    ws.on('close', () => this.onClose());
-    ws.on('error', (error) => this.log.debug({ err: error }, 'websocket error'));
+    this.joinTimer = setTimeout(closeForJoinTimeout, limits.joinTimeoutMs, this);
+    (ws as Owned)[owner] = this;
+    ws.on('message', onMessage);
+    ws.on('pong', onAlive);
+    ws.on('ping', onAlive);
+    ws.on('close', onClose);
+    ws.on('error', onError);
+  }
+
+  logError(error: Error): void {
+    this.log.debug({ err: error }, 'websocket error');
+  }
+
+  /** Drops the socket without a closing handshake (shutdown's last resort). */
+  terminate(): void {
+    this.ws.terminate();
   }
 
   /** Called by the liveness sweep: ping, or close after too many unanswered pings. */
@@ -97,7 +134,8 @@ export class Connection implements Member {
     this.ws.close(reason.code, reason.reason);
   }
 
-  private onFrame(data: Buffer, isBinary: boolean): void {
+  /** A data frame from the client (called by the shared `message` listener). */
+  onFrame(data: Buffer, isBinary: boolean): void {
     this.traffic.bytesIn += data.length;
     this.missedPings = 0;
     if (!this.open) return;
@@ -106,6 +144,7 @@ export class Connection implements Member {
       return;
     }
     clearTimeout(this.joinTimer);
+    this.joinTimer = undefined; // an idle member should not keep a spent timer alive
     const parsed = parseJoin(data, isBinary, this.limits.key);
     if (!parsed.ok) return this.refuse(parsed.close);
     // Set before joining: with a synchronous store the hub makes this a member right away.
@@ -142,10 +181,12 @@ export class Connection implements Member {
     }
   }
 
-  private onClose(): void {
+  /** The socket is gone (called by the shared `close` listener). */
+  onClose(): void {
     this.open = false;
     clearTimeout(this.joinTimer);
     this.leave();
+    this.events.onClosed(this);
   }
 
   private leave(): void {

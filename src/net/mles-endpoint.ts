@@ -5,9 +5,9 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
-import { Close } from '../protocol/close-codes.js';
+import { Close, type CloseReason } from '../protocol/close-codes.js';
 import type { Hub } from '../hub/hub.js';
-import { Connection, type ConnectionLimits, type TrafficStats } from './connection.js';
+import { Connection, type ConnectionEvents, type ConnectionLimits, type TrafficStats } from './connection.js';
 
 export const SUBPROTOCOL = 'mles-websocket';
 const MAX_MISSED_PINGS = 3;
@@ -35,11 +35,14 @@ function refuseUpgrade(socket: Duplex, status: string, reason: string): void {
   );
 }
 
-export class MlesEndpoint {
+function destroySocket(this: Duplex): void {
+  this.destroy();
+}
+
+export class MlesEndpoint implements ConnectionEvents {
   readonly stats: EndpointStats = { connectionsOpen: 0, refusals: new Map(), slowConsumerCloses: 0, bytesIn: 0, bytesOut: 0 };
   private readonly wss: WebSocketServer;
   private readonly connections = new Set<Connection>();
-  private readonly sockets = new Set<WebSocket>();
   private readonly pingTimer: NodeJS.Timeout;
   private onEmpty: (() => void) | undefined;
 
@@ -67,7 +70,7 @@ export class MlesEndpoint {
   }
 
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroySocket);
     if (!offersMles(req.headers['sec-websocket-protocol'])) {
       this.countRefusal('no subprotocol');
       refuseUpgrade(socket, '400 Bad Request', `WebSocket upgrade must offer subprotocol ${SUBPROTOCOL}`);
@@ -88,7 +91,7 @@ export class MlesEndpoint {
    */
   async shutdown(graceMs: number): Promise<void> {
     this.close();
-    if (this.sockets.size > 0) {
+    if (this.connections.size > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs);
         this.onEmpty = () => {
@@ -97,26 +100,29 @@ export class MlesEndpoint {
         };
       });
     }
-    for (const ws of this.sockets) ws.terminate();
+    for (const connection of this.connections) connection.terminate();
   }
 
   private accept(ws: WebSocket): void {
     const socket = (ws as unknown as { _socket: import('node:net').Socket })._socket;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
-    const connection = new Connection(ws, this.hub, this.options, this.log, {
-      onRefused: (reason) => this.countRefusal(reason.reason),
-      onClosedForSlowness: () => this.stats.slowConsumerCloses++,
-    }, this.stats);
-    this.connections.add(connection);
-    this.sockets.add(ws);
+    this.connections.add(new Connection(ws, this.hub, this.options, this.log, this, this.stats));
     this.stats.connectionsOpen++;
-    ws.once('close', () => {
-      this.connections.delete(connection);
-      this.sockets.delete(ws);
-      this.stats.connectionsOpen--;
-      if (this.sockets.size === 0) this.onEmpty?.();
-    });
+  }
+
+  onClosed(connection: Connection): void {
+    if (!this.connections.delete(connection)) return;
+    this.stats.connectionsOpen--;
+    if (this.connections.size === 0) this.onEmpty?.();
+  }
+
+  onRefused(reason: CloseReason): void {
+    this.countRefusal(reason.reason);
+  }
+
+  onClosedForSlowness(): void {
+    this.stats.slowConsumerCloses++;
   }
 
   private countRefusal(reason: string): void {
