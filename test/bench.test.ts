@@ -61,7 +61,8 @@ test('npm run bench -- --quick, tiny: a result per target, no loss at a low fixe
       assert.equal(m.outOfOrder, 0);
       assert.equal(m.disconnects, 0);
       assert.ok(m.p50Ms > 0 && m.p50Ms <= m.p99Ms && m.p99Ms <= m.maxMs, `latency ${m.p50Ms} ${m.p99Ms} ${m.maxMs}`);
-      assert.ok(m.serverCpuUsPerDelivery > 0 && Number.isFinite(m.serverCpuUsPerDelivery), `cpu ${m.serverCpuUsPerDelivery}`);
+      // CPU time comes in clock ticks (10 ms): a tiny run on an efficient server may read 0.
+      assert.ok(m.serverCpuUsPerDelivery >= 0 && Number.isFinite(m.serverCpuUsPerDelivery), `cpu ${m.serverCpuUsPerDelivery}`);
       assert.ok(m.serverRssMB > 1, `rss ${m.serverRssMB}`);
 
       const joins = history.results.find((r) => r.target === name)!;
