@@ -3,24 +3,16 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT } from './helpers/server.js';
+import { runToEnd, type Finished } from './helpers/server.js';
 import { hasProgram, requirePrograms } from './helpers/programs.js';
 import type { BenchReport, CaseResult } from '../bench/report.js';
 import { TARGET_NAMES } from '../bench/targets/index.js';
 
-async function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const [code] = (await once(proc, 'exit')) as [number | null];
-  return { code, stdout, stderr };
+function runBench(args: string[]): Promise<Finished> {
+  return runToEnd(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args]);
 }
 
 test('npm run bench -- --quick, tiny: a result per target, no loss at a low fixed rate', async (t) => {

@@ -37,9 +37,20 @@ export function cliCommand(args: string[]): [string, string[]] {
   return [process.execPath, ['--import', TSX, CLI, ...args]];
 }
 
+export interface Finished {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
 /** Runs the CLI to completion (for flag errors, --help): exit code, stdout, stderr. */
-export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
   const [cmd, argv] = cliCommand(args);
+  return runToEnd(cmd, argv, env);
+}
+
+/** Runs a program from the project root to completion, collecting its output. */
+export async function runToEnd(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
   const proc = spawn(cmd, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
