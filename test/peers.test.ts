@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { startServer, type RunningServer } from './helpers/server.js';
 import { TestClient } from './helpers/client.js';
 import { freePort } from './helpers/ports.js';
+import { authHash } from '../src/protocol/join.js';
 
 const MEMORY = ['--history', 'memory', '--limit', '1000'];
 
@@ -147,4 +148,19 @@ test('spec 8: a killed peer does not stall the other server\'s clients', async (
   while (!dave.texts().includes('alice:999')) await dave.waitFor(dave.received.length + 1);
   assert.equal(from(dave, 'alice').length, 1000);
   await Promise.all([alice.close(), dave.close()]);
+});
+
+test('spec 2 + 8: with MLES_KEY, links join their peers with the keyed auth hash', async (t) => {
+  const env = { MLES_KEY: 'secret' };
+  const b = await startServer(MEMORY, { env });
+  t.after(() => b.stop());
+  const a = await startServer([...MEMORY, '--peer', b.url], { env });
+  t.after(() => a.stop());
+  const alice = await TestClient.join(a.url, 'alice', 'keyed', { auth: authHash('alice', 'keyed', 'secret') });
+  await logged(a, 'peer link resynchronised');
+  const bob = await TestClient.join(b.url, 'bob', 'keyed', { auth: authHash('bob', 'keyed', 'secret') });
+  alice.send('alice:keyed');
+  while (!bob.texts().includes('alice:keyed')) await bob.waitFor(bob.received.length + 1);
+  assert.doesNotMatch(a.stderr(), /peer link closed/);
+  await Promise.all([alice.close(), bob.close()]);
 });
