@@ -4,6 +4,7 @@
 
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import type { ServerProcess } from './targets/process.js';
 
 function clockTicksPerSecond(): number {
   try {
@@ -30,6 +31,23 @@ export function rssBytes(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
   return match ? Number(match[1]) * 1024 : NaN;
+}
+
+/** A process and all its descendants, from /proc/<pid>/task/<tid>/children. */
+export function processTree(pid: number): number[] {
+  const children = fs.readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
+    fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number));
+  return [pid, ...children.flatMap(processTree)];
+}
+
+/** The processes whose CPU and memory count as the server's. */
+export function serverPids(server: ServerProcess): number[] {
+  return server.pids?.() ?? [server.pid];
+}
+
+/** Resident memory of a set of processes together, in bytes. */
+export function totalRssBytes(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + rssBytes(pid), 0);
 }
 
 /** The soft limit on open files this process (and what it starts) runs with. */

@@ -5,7 +5,7 @@
 
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { TARGETS, TARGET_NAMES, type Target, type TargetName } from './targets/index.js';
+import { DEFAULT_TARGETS, TARGETS, TARGET_NAMES, type Target, type TargetName } from './targets/index.js';
 import { ROOT, type ServerProcess } from './targets/process.js';
 import { buildCases, DELIVERIES_IN_FLIGHT, SCENARIO_NAMES, type Case, type Rate, type ScenarioName, type Settings } from './scenarios/index.js';
 import { GeneratorPool } from './generator-pool.js';
@@ -85,7 +85,7 @@ function program(): Command {
   return new Command('bench')
     .description('benchmark mles against a bare ws relay, Socket.IO and Mosquitto, each in its own process on loopback')
     .option('--quick', 'small and short (CI smoke: under a minute)')
-    .option('--targets <list>', `servers to measure: ${TARGET_NAMES.join(',')}`, list(TARGET_NAMES), [...TARGET_NAMES])
+    .option('--targets <list>', `servers to measure: ${TARGET_NAMES.join(',')} [${DEFAULT_TARGETS.join(',')}]`, list(TARGET_NAMES), [...DEFAULT_TARGETS])
     .option('--scenarios <list>', `scenarios: ${SCENARIO_NAMES.join(',')}`, list(SCENARIO_NAMES), [...SCENARIO_NAMES])
     .option('--subscribers <n>', `fanout: subscribers [${PROFILES.full.subscribers}; quick ${PROFILES.quick.subscribers}]`, whole(1))
     .option('--publishers <n>', `fanout: publishers [${PROFILES.full.publishers}]`, whole(1))

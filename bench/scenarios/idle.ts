@@ -1,7 +1,7 @@
 // idle: how much memory the server needs per joined connection that does nothing.
 
 import type { GeneratorPool } from '../generator-pool.js';
-import { openFilesLimit, rssBytes } from '../measure.js';
+import { openFilesLimit, serverPids, totalRssBytes } from '../measure.js';
 import type { ServerProcess } from '../targets/process.js';
 import type { TargetName } from '../targets/index.js';
 import { idleShape } from './shapes.js';
@@ -27,11 +27,12 @@ export async function runIdle(pool: GeneratorPool, target: TargetName, server: S
   const count = Math.max(generators, Math.ceil(connections / PER_GENERATOR));
   const set = pool.use(count);
   await new Promise((resolve) => setTimeout(resolve, settleMs));
-  const empty = rssBytes(server.pid);
+  const pids = serverPids(server);
+  const empty = totalRssBytes(pids);
   try {
     await connectShape(set, server, idleShape(connections, count), { target, payloadBytes: 0, rate: 'max', window: 1 });
     await new Promise((resolve) => setTimeout(resolve, settleMs));
-    const loaded = rssBytes(server.pid);
+    const loaded = totalRssBytes(pids);
     return {
       connections,
       emptyRssMB: empty / 1024 / 1024,

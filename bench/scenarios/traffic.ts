@@ -4,7 +4,7 @@
 
 import type { GeneratorSet } from '../generator-pool.js';
 import { Histogram } from '../histogram.js';
-import { CpuWindow, rssBytes } from '../measure.js';
+import { CpuWindow, serverPids, totalRssBytes } from '../measure.js';
 import type { ServerProcess } from '../targets/process.js';
 import type { TargetName } from '../targets/index.js';
 import type { Shape } from './shapes.js';
@@ -86,14 +86,15 @@ function offeredDeliveries(shape: Shape, rate: number): number {
 export async function measureTraffic(pool: GeneratorSet, server: ServerProcess, shape: Shape, rate: number | 'max', timing: Timing): Promise<Metrics> {
   pool.post({ type: 'start' });
   await sleep(timing.warmupMs);
-  const serverCpu = new CpuWindow([server.pid]);
+  const pids = serverPids(server);
+  const serverCpu = new CpuWindow(pids);
   const generatorCpu = new CpuWindow(pool.pids);
   const before = await pool.all(() => ({ type: 'mark', measuring: true }), 'marked', 10_000);
   await sleep(timing.durationMs);
   const after = await pool.all(() => ({ type: 'mark', measuring: false }), 'marked', 10_000);
   const serverUse = serverCpu.stop();
   const generatorUse = generatorCpu.stop();
-  const rss = rssBytes(server.pid);
+  const rss = totalRssBytes(pids);
   const stopped = await pool.all(() => ({ type: 'stop' }), 'stopped', 10_000);
 
   const sent = new Map<number, number>();

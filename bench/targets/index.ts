@@ -4,11 +4,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { hasProgram } from '../../test/helpers/programs.js';
+import { startMles } from './mles.js';
+import { startMlesCluster } from './mles-cluster.js';
 import { mosquittoVersion, startMosquitto } from './mosquitto.js';
 import { startAnnounced, projectNode, type ServerProcess } from './process.js';
 
-export const TARGET_NAMES = ['mles', 'ws', 'socketio', 'mosquitto'] as const;
+export const TARGET_NAMES = ['mles', 'ws', 'socketio', 'mosquitto', 'mles-cluster1', 'mles-cluster2'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
+/** What a run measures unless --targets says otherwise: the cluster cases are opt-in. */
+export const DEFAULT_TARGETS: readonly TargetName[] = ['mles', 'ws', 'socketio', 'mosquitto'];
 
 export interface StartOptions {
   /** Messages of history per channel, where the target keeps history. */
@@ -32,13 +36,20 @@ const mles: Target = {
   start: ({ historyLimit, mlesHistory }) => {
     const dir = mlesHistory === 'sqlite' ? fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-')) : undefined;
     const history = dir ? `sqlite:${path.join(dir, 'history.db')}` : 'memory';
-    const spec = projectNode('src/cli.ts', ['--port', '0', '--history', history, '--ping-interval', '600000', '--limit', String(historyLimit)]);
-    const env: NodeJS.ProcessEnv = { ...process.env, MLES_LOG: 'warn' };
-    delete env.MLES_KEY;
     const cleanup = dir ? () => fs.rmSync(dir, { recursive: true, force: true }) : undefined;
-    return startAnnounced('mles', { ...spec, env, ...(cleanup ? { cleanup } : {}) });
+    return startMles('mles', historyLimit, ['--history', history], cleanup);
   },
 };
+
+/** This server as a cluster of `workers` processes on a redis-server of its own (history in Redis). */
+function mlesCluster(workers: 1 | 2): Target {
+  return {
+    name: `mles-cluster${workers}`,
+    label: `mles cluster, ${workers} worker${workers > 1 ? 's' : ''}`,
+    unavailable: () => (hasProgram('redis-server') ? undefined : 'redis-server not found: apt-get install redis-server'),
+    start: ({ historyLimit }) => startMlesCluster(workers, historyLimit),
+  };
+}
 
 const ws: Target = {
   name: 'ws',
@@ -65,4 +76,6 @@ const mosquitto: Target = {
   start: () => startMosquitto(),
 };
 
-export const TARGETS: Record<TargetName, Target> = { mles, ws, socketio, mosquitto };
+export const TARGETS: Record<TargetName, Target> = {
+  mles, ws, socketio, mosquitto, 'mles-cluster1': mlesCluster(1), 'mles-cluster2': mlesCluster(2),
+};

@@ -34,6 +34,11 @@ export interface ServerProcess {
   readonly pid: number;
   /** Where clients connect, e.g. ws://127.0.0.1:40123 */
   readonly url: string;
+  /**
+   * Every process the service runs in, when it is more than `pid` (a cluster's workers and its
+   * Redis): the server's CPU and RSS are their sums.
+   */
+  pids?(): number[];
   /** Why the process ended without being asked to, or undefined while it runs. */
   crash(): string | undefined;
   stop(): Promise<void>;
