@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../test/helpers/ports.js';
+import { redisServerArgs } from '../../test/helpers/redis.js';
 import { processTree } from '../measure.js';
 import { startMles } from './mles.js';
 import { startOnPort, type ServerProcess } from './process.js';
@@ -15,7 +16,7 @@ async function startRedisServer(): Promise<ServerProcess> {
   const port = await freePort();
   return startOnPort('redis-server', {
     command: 'redis-server',
-    args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'],
+    args: redisServerArgs(port, dir),
     cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
   }, port, `redis://127.0.0.1:${port}`);
 }

@@ -125,6 +125,7 @@ export class Hub {
       this.stats.peerRepeats++;
       return;
     }
+    // attempt() inlined: this runs for every message, and a closure per message is not free.
     let stored: MaybePromise<void>;
     try {
       stored = this.store.append(channel.name, message, this.now());

@@ -2,6 +2,7 @@
 // hub's deliveries onto its socket, enforcing the join timeout, liveness and the send-buffer
 // bound that keeps one slow reader from costing the others anything.
 
+import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
@@ -57,6 +58,10 @@ function onError(this: WebSocket, error: Error): void {
   (this as Owned)[owner].logError(error);
 }
 
+function onCloseFrame(this: EventEmitter): void {
+  (this as EventEmitter & { [owner]: Connection })[owner].onCloseFrame();
+}
+
 function closeForJoinTimeout(connection: Connection): void {
   connection.close(Close.joinTimeout);
 }
@@ -93,6 +98,18 @@ export class Connection implements Member {
     ws.on('ping', onAlive);
     ws.on('close', onClose);
     ws.on('error', onError);
+    // A session ends when the client's close frame arrives, not when the TCP teardown is over:
+    // a client that closes and at once rejoins (here or on another cluster node) must not be
+    // refused as its own duplicate. ws has no public event for that frame, so listen on its
+    // receiver; ws's own listener runs first and has already queued the close reply.
+    const receiver = (ws as unknown as { _receiver: EventEmitter & { [owner]: Connection } })._receiver;
+    receiver[owner] = this;
+    receiver.on('conclude', onCloseFrame);
+  }
+
+  /** The client's close frame arrived: leave the channel now. */
+  onCloseFrame(): void {
+    this.leave();
   }
 
   logError(error: Error): void {

@@ -25,11 +25,13 @@ export function requireRedis(t: TestContext): boolean {
   return requirePrograms(t, 'redis-server', ['redis-server']);
 }
 
+/** redis-server arguments for a throwaway loopback server: no persistence, files in `dir`. */
+export function redisServerArgs(port: number, dir: string): string[] {
+  return ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'];
+}
+
 async function launch(port: number, dir: string): Promise<ChildProcess> {
-  const proc = spawn('redis-server', [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-    '--dir', dir, '--daemonize', 'no',
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('redis-server', redisServerArgs(port, dir), { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   await new Promise<void>((resolve, reject) => {
     const onData = (d: Buffer): void => {
