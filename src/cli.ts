@@ -45,6 +45,7 @@ export function buildProgram(): Command {
     .option('-e, --email <EMAIL>', 'ACME account contact e-mail, repeatable', collect)
     .option('-c, --cache <CACHE>', 'ACME cache directory')
     .option('-l, --limit <LIMIT>', 'history limit per channel', integer, defaults.limit)
+    .option('--history-bytes <B>', 'history bytes kept per channel, newest kept (0: no byte cap)', bytes, defaults.historyBytes)
     .option('-f, --filelimit <N>', 'open files limit', integer, defaults.fileLimit)
     .option('-w, --wwwroot <WWWROOT>', 'static root; domain example.io is served from WWWROOT/example.io')
     .option('-s, --staging', "use Let's Encrypt's staging environment")
@@ -52,6 +53,8 @@ export function buildProgram(): Command {
     .option('-r, --redirect', 'HTTP->HTTPS redirect listener (on --http-port)')
     .option('-C, --compression-cache <MB>', 'compression cache size in MB (0 disables)', integer, defaults.compressionCacheMb)
     .option('--rate-limit <N>', 'per-IP new connections per minute', integer)
+    .option('--message-rate <N>', 'messages per second per connection (burst N); excess is read later, not dropped', integer)
+    .option('--max-connections-per-ip <N>', 'open WebSocket connections per client IP; more are refused (HTTP 429)', integer)
     .option('-P, --proxy <PREFIX=URL>', 'reverse-proxy rule, repeatable', proxyRule)
     .option('--host <ADDR>', 'bind address [default: 127.0.0.1 in local mode, :: with domains]')
     .option('--http-port <PORT>', 'port of the --redirect listener', integer, defaults.httpPort)
@@ -72,6 +75,7 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nEnvironment:\n  MLES_KEY   shared secret: joins must carry the keyed auth hash\n' +
+        '  MLES_PEER_KEY  secret shared by linked servers: their links stay out of history\n' +
         '  MLES_LOG   log level (trace, debug, info, warn, error; RUST_LOG is honoured too) [default: warn]\n',
     );
   program.action(async (flags: Record<string, unknown>) => {
@@ -80,6 +84,9 @@ export function buildProgram(): Command {
       emails: flags.email as string[] | undefined,
       cache: flags.cache as string | undefined,
       limit: flags.limit as number,
+      historyBytes: flags.historyBytes as number,
+      messageRate: flags.messageRate as number | undefined,
+      maxConnectionsPerIp: flags.maxConnectionsPerIp as number | undefined,
       fileLimit: flags.filelimit as number,
       wwwroot: flags.wwwroot as string | undefined,
       staging: Boolean(flags.staging),
@@ -141,7 +148,7 @@ async function run(flags: Partial<Config>): Promise<void> {
   const log = createLogger();
   if ((flags.workers ?? 1) > 1 && cluster.isPrimary) {
     try {
-      resolveConfig({ key: process.env.MLES_KEY, ...defined(flags) }); // refuse bad flags once, not per worker
+      resolveConfig({ key: process.env.MLES_KEY, peerKey: process.env.MLES_PEER_KEY, ...defined(flags) }); // refuse bad flags once, not per worker
     } catch (error) {
       if (error instanceof ConfigError) fail(error.message);
       throw error;

@@ -14,6 +14,8 @@ export interface Config {
   cache: string | undefined;
   /** History messages kept per channel. */
   limit: number;
+  /** History bytes (payloads) kept per channel, newest kept; 0 = no byte cap. */
+  historyBytes: number;
   fileLimit: number;
   wwwroot: string | undefined;
   staging: boolean;
@@ -23,6 +25,10 @@ export interface Config {
   httpPort: number;
   compressionCacheMb: number;
   rateLimit: number | undefined;
+  /** Messages per second per connection (burst of the same size); excess waits, unread. */
+  messageRate: number | undefined;
+  /** Open WebSocket connections allowed from one client address. */
+  maxConnectionsPerIp: number | undefined;
   proxies: ProxyRule[];
   acmeDirectory: string | undefined;
   acmeCa: string | undefined;
@@ -43,6 +49,8 @@ export interface Config {
   slowConsumerGraceMs: number;
   /** The shared secret MLES_KEY; when set, every join must carry the keyed auth hash. */
   key: string | undefined;
+  /** MLES_PEER_KEY: servers that share it prove their links are links (kept out of history). */
+  peerKey: string | undefined;
 }
 
 export const LOCAL_PORT = 8080;
@@ -51,6 +59,7 @@ export const MiB = 1024 * 1024;
 
 export const defaults = {
   limit: 200,
+  historyBytes: 64 * 1024 * 1024,
   fileLimit: 256,
   httpPort: 80,
   compressionCacheMb: 24,
@@ -109,6 +118,7 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     emails: input.emails ?? [],
     cache: input.cache,
     limit: input.limit ?? defaults.limit,
+    historyBytes: input.historyBytes ?? defaults.historyBytes,
     fileLimit: input.fileLimit ?? defaults.fileLimit,
     wwwroot: input.wwwroot,
     staging: input.staging ?? false,
@@ -118,6 +128,8 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     httpPort: input.httpPort ?? defaults.httpPort,
     compressionCacheMb: input.compressionCacheMb ?? defaults.compressionCacheMb,
     rateLimit: input.rateLimit,
+    messageRate: input.messageRate,
+    maxConnectionsPerIp: input.maxConnectionsPerIp,
     proxies: input.proxies ?? [],
     acmeDirectory: input.acmeDirectory,
     acmeCa: input.acmeCa,
@@ -135,6 +147,7 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     joinTimeoutMs: input.joinTimeoutMs ?? defaults.joinTimeoutMs,
     slowConsumerGraceMs: input.slowConsumerGraceMs ?? defaults.slowConsumerGraceMs,
     key: input.key,
+    peerKey: input.peerKey,
   };
   for (const domain of config.domains) {
     if (!DOMAIN.test(domain)) throw new ConfigError('--domains', `"${domain}" is not a domain name`);
@@ -143,11 +156,14 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw new ConfigError('--email', `"${email}" is not an e-mail address`);
   }
   checkInteger('--limit', config.limit, 1, 999_999);
+  checkInteger('--history-bytes', config.historyBytes, 0, 1024 * 1024 * MiB);
   checkInteger('--filelimit', config.fileLimit, 1, 1_000_000);
   checkInteger('--port', config.port, 0, 65_535);
   checkInteger('--http-port', config.httpPort, 0, 65_535);
   checkInteger('--compression-cache', config.compressionCacheMb, 0, 1_000_000);
   if (config.rateLimit !== undefined) checkInteger('--rate-limit', config.rateLimit, 1, 1_000_000_000);
+  if (config.messageRate !== undefined) checkInteger('--message-rate', config.messageRate, 1, 1_000_000);
+  if (config.maxConnectionsPerIp !== undefined) checkInteger('--max-connections-per-ip', config.maxConnectionsPerIp, 1, 1_000_000);
   if (config.adminPort !== undefined) checkInteger('--admin-port', config.adminPort, 0, 65_535);
   checkInteger('--workers', config.workers, 1, 1024);
   checkInteger('--ping-interval', config.pingIntervalMs, 10, 3_600_000);
@@ -172,5 +188,6 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     throw new ConfigError('--history', `"${config.history}" must be "memory" or "sqlite:<path>"`);
   }
   if (config.key === '') config.key = undefined;
+  if (config.peerKey === '') config.peerKey = undefined;
   return config;
 }

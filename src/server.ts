@@ -58,7 +58,7 @@ async function startAdminIfAsked(config: Config, sources: MetricSources, healthy
 
 export async function createServer(options: ServerOptions = {}): Promise<MlesServer> {
   const { logger, now, ...partial } = options;
-  const config = resolveConfig({ key: process.env.MLES_KEY, ...partial });
+  const config = resolveConfig({ key: process.env.MLES_KEY, peerKey: process.env.MLES_PEER_KEY, ...partial });
   const log = logger ?? createLogger();
 
   const cluster = config.redis === undefined ? undefined : new ClusterHub({
