@@ -24,6 +24,10 @@ class TestMember implements Member {
     for (const wake of this.waiters.splice(0)) wake();
   }
 
+  replay(history: readonly Message[]): void {
+    for (const message of history) this.deliver(message);
+  }
+
   close(reason: CloseReason): void {
     this.closedWith = reason;
     this.leave();

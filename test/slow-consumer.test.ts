@@ -100,7 +100,7 @@ test('slow consumers: a member over a quarter of the bound that drains nothing f
     const closing = lines.find((l) => l.msg === 'closing slow consumer');
     assert.ok(closing, 'the server logged the close');
     assert.equal(closing.uid, 'stalled');
-    const buffered = closing.buffered as number;
+    const buffered = closing.backlog as number;
     assert.ok(buffered > maxBuffered / 4 && buffered <= maxBuffered, `closed for stalling, not for size (${buffered})`);
 
     stalled.socket.resume();

@@ -105,7 +105,7 @@ export class ClusterChannel {
     this.resync(joinSeq, history.map(decodeEntry).concat(frame));
     const { local } = join;
     if (!local.member.open) return;
-    for (const entry of history) local.member.deliver(decodeEntry(entry));
+    local.member.replay(history.map(decodeEntry));
     local.stitchSeq = joinSeq;
     for (const sequenced of join.buffered) this.deliverSequenced(local, sequenced, undefined);
     this.members.set(local.member, local);

@@ -120,7 +120,7 @@ export class Channel {
     this.enqueue(both, {
       run: (step) => {
         if (!this.joining.delete(member) || !member.open) return;
-        for (const message of step.history!) member.deliver(message);
+        member.replay(step.history!);
         this.members.add(member);
         if (!member.peer) this.onUsers(++this.users);
       },

@@ -12,6 +12,11 @@ export interface Member {
   readonly open: boolean;
   /** Queues a message for sending. Must not throw and must not call back into the hub. */
   deliver(message: Message): void;
+  /**
+   * Queues a join's history ahead of every later delivery. The member may send it as fast as its
+   * client reads; `history` may be shared with other joiners and must not be changed.
+   */
+  replay(history: readonly Message[]): void;
   /** Ends the member's connection (e.g. when its history could not be read). */
   close(reason: CloseReason): void;
 }

@@ -60,6 +60,11 @@ export class PeerLink implements Member {
     this.forward(message);
   }
 
+  /** A link is attached, not joined, so the hub never replays to it; forwarding is the answer. */
+  replay(history: readonly Message[]): void {
+    for (const message of history) this.forward(message);
+  }
+
   /** Leaves the local channel and the peer for good. */
   close(_reason?: CloseReason): void {
     if (!this.open) return;

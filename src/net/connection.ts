@@ -1,27 +1,49 @@
 // One client connection: waits for the join frame, then relays its frames into the hub and the
-// hub's deliveries onto its socket, enforcing the join timeout, liveness and the send-buffer
-// bound that keeps one slow reader from costing the others anything.
+// hub's deliveries onto its socket, enforcing the join timeout, liveness, the message rate and
+// the send-buffer bound that keeps one slow reader from costing the others anything.
+//
+// Outbound, a connection is in one of two modes. Direct: frames go straight to the (corked)
+// socket, the fast path. Queued: once the socket is behind, or while the history replay of a
+// join is running, messages wait in `backlog` as references to the shared Message objects, and
+// each 'drain' of the socket writes the next window of them coalesced into a few writes. So a
+// member that does not read holds a few socket writes (cheap to destroy), not one per frame, and
+// a newcomer pulls a history of any size at its own pace instead of having it queued at once.
 
 import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
-import { Close, type CloseReason } from '../protocol/close-codes.js';
+import { Close, CloseCode, type CloseCodeValue, type CloseReason } from '../protocol/close-codes.js';
 import { parseJoin } from '../protocol/join.js';
 import type { Hub, Session } from '../hub/hub.js';
 import type { Member } from '../hub/member.js';
 import type { Message } from '../store/store.js';
-import { writeFrame } from './frame.js';
+import { frameOf, writeFrame } from './frame.js';
+import { closeCodeOf, onCloseFrame, onProtocolError, socketOf } from './ws-internals.js';
 
 const OPEN = 1; // WebSocket.OPEN
 
+/** Unsent bytes in the socket past which deliveries wait in the backlog instead. */
+const QUEUE_AT = 256 * 1024;
+/** Frames are coalesced into writes of about this size when the backlog is pumped. */
+const WRITE_CHUNK = 64 * 1024;
+/**
+ * What a queued message costs beyond its frame bytes (array slot, and its share of the Message
+ * and frame objects it keeps alive), so that a backlog of tiny frames is bounded by its real cost.
+ */
+export const ENTRY_COST = 128;
+/** Pongs answered while the socket is behind (the client reads nothing) before it is closed. */
+const MAX_UNREAD_PONGS = 60;
+
 export interface ConnectionLimits {
   joinTimeoutMs: number;
-  /** Hard bound on unsent bytes: past it the member is closed at once. */
+  /** Bound on what a member's backlog of live messages costs: past it the member is closed. */
   maxBuffered: number;
   /** Over a quarter of maxBuffered with no drain progress for this long: closed as stalled. */
   slowConsumerGraceMs: number;
   key: string | undefined;
+  /** Messages per second (and burst) a member may publish; undefined: no limit. */
+  messageRate: number | undefined;
 }
 
 /** Payload bytes received and queued for sending; plain numbers, read by metrics. */
@@ -37,33 +59,92 @@ export interface ConnectionEvents {
   onClosed(connection: Connection): void;
 }
 
-// The WebSocket listeners are shared by all connections, which find theirs through the socket:
+// The listeners are shared by all connections, which find theirs through the emitter:
 // per-connection closures would cost memory on every idle client.
 const owner = Symbol('connection');
-type Owned = WebSocket & { [owner]: Connection };
+type Owned = { [owner]: Connection };
 
 function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
-  (this as Owned)[owner].onFrame(data, isBinary);
+  (this as unknown as Owned)[owner].onFrame(data, isBinary);
 }
 
-function onAlive(this: WebSocket): void {
-  (this as Owned)[owner].missedPings = 0;
+function onPong(this: WebSocket): void {
+  (this as unknown as Owned)[owner].missedPings = 0;
+}
+
+function onPing(this: WebSocket, data: Buffer): void {
+  (this as unknown as Owned)[owner].onPing(data);
 }
 
 function onClose(this: WebSocket): void {
-  (this as Owned)[owner].onClose();
+  (this as unknown as Owned)[owner].onClose();
 }
 
 function onError(this: WebSocket, error: Error): void {
-  (this as Owned)[owner].logError(error);
+  (this as unknown as Owned)[owner].logError(error);
 }
 
-function onCloseFrame(this: EventEmitter): void {
-  (this as EventEmitter & { [owner]: Connection })[owner].onCloseFrame();
+function onClientCloseFrame(this: EventEmitter): void {
+  (this as unknown as Owned)[owner].onCloseFrame();
+}
+
+function onBadFrame(this: EventEmitter, error: Error): void {
+  (this as unknown as Owned)[owner].onProtocolError(error);
+}
+
+function onDrain(this: Socket): void {
+  (this as unknown as Owned)[owner].pump();
 }
 
 function closeForJoinTimeout(connection: Connection): void {
   connection.close(Close.joinTimeout);
+}
+
+function releaseHeld(connection: Connection): void {
+  connection.releaseHeld();
+}
+
+/** A close reason fits in a control frame: at most 123 bytes. */
+function closeReasonText(text: string): string {
+  const bytes = Buffer.from(text);
+  return bytes.length <= 123 ? text : bytes.subarray(0, 120).toString().replace(/\uFFFD+$/, '') + '...';
+}
+
+function frameBytes(message: Message): number {
+  const frame = frameOf(message);
+  return Array.isArray(frame) ? frame[0].length + frame[1].length : frame.length;
+}
+
+/** Token bucket: `rate` tokens a second, holding at most `rate`. */
+class RateBucket {
+  private tokens: number;
+  private last = performance.now();
+
+  constructor(private readonly rate: number) {
+    this.tokens = rate;
+  }
+
+  take(): boolean {
+    const now = performance.now();
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) * this.rate) / 1000);
+    this.last = now;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+
+  /** Milliseconds until the next token. */
+  wait(): number {
+    return Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.rate));
+  }
+}
+
+/** Messages waiting for the socket, oldest first; replayed history comes before live messages. */
+interface Backlog {
+  items: Message[];
+  head: number;
+  /** items[0..replayEnd) are replayed history: paced, but not counted as falling behind. */
+  replayEnd: number;
 }
 
 export class Connection implements Member {
@@ -74,13 +155,17 @@ export class Connection implements Member {
   missedPings = 0;
   private session: Session | undefined;
   private joinTimer: NodeJS.Timeout | undefined;
-  // Slow-consumer tracking: bytes queued by us, and the last sample taken while over the soft bound.
-  private bytesQueued = 0;
-  private sampleQueued = 0;
-  private sampleBuffered = 0;
-  private lastProgressAt = 0;
   /** The TCP (or TLS) socket under the WebSocket: fan-out writes pre-built frames to it. */
   private readonly socket: Socket;
+  /** Set while the connection is in queued mode. */
+  private backlog: Backlog | undefined;
+  /** What the backlog's live messages cost (frame bytes + ENTRY_COST each). */
+  private liveCost = 0;
+  private lastProgressAt = 0;
+  private unreadPongs = 0;
+  private readonly bucket: RateBucket | undefined;
+  /** Messages read over the rate, published as tokens come; the socket is paused meanwhile. */
+  private held: Message[] | undefined;
 
   constructor(
     private readonly ws: WebSocket,
@@ -89,27 +174,37 @@ export class Connection implements Member {
     private readonly log: Logger,
     private readonly events: ConnectionEvents,
     private readonly traffic: TrafficStats,
+    /** The client's address, for the per-address connection count. */
+    readonly remoteAddress: string,
   ) {
-    this.socket = (ws as unknown as { _socket: Socket })._socket;
+    this.socket = socketOf(ws);
+    this.bucket = limits.messageRate === undefined ? undefined : new RateBucket(limits.messageRate);
     this.joinTimer = setTimeout(closeForJoinTimeout, limits.joinTimeoutMs, this);
-    (ws as Owned)[owner] = this;
+    (ws as unknown as Owned)[owner] = this;
+    (this.socket as unknown as Owned)[owner] = this;
     ws.on('message', onMessage);
-    ws.on('pong', onAlive);
-    ws.on('ping', onAlive);
+    ws.on('pong', onPong);
+    ws.on('ping', onPing);
     ws.on('close', onClose);
     ws.on('error', onError);
-    // A session ends when the client's close frame arrives, not when the TCP teardown is over:
-    // a client that closes and at once rejoins (here or on another cluster node) must not be
-    // refused as its own duplicate. ws has no public event for that frame, so listen on its
-    // receiver; ws's own listener runs first and has already queued the close reply.
-    const receiver = (ws as unknown as { _receiver: EventEmitter & { [owner]: Connection } })._receiver;
-    receiver[owner] = this;
-    receiver.on('conclude', onCloseFrame);
+    this.socket.on('drain', onDrain);
+    // A client that closes and at once rejoins (here or on another cluster node) must not be
+    // refused as its own duplicate, so the session ends at its close frame.
+    const receiver = onCloseFrame(ws, onClientCloseFrame);
+    (receiver as unknown as Owned)[owner] = this;
+    onProtocolError(ws, onBadFrame);
   }
 
   /** The client's close frame arrived: leave the channel now. */
   onCloseFrame(): void {
     this.leave();
+  }
+
+  /** A frame broke the protocol: close with ws's code and a reason saying what was wrong. */
+  onProtocolError(error: Error): void {
+    const code = (closeCodeOf(error) ?? CloseCode.protocolError) as CloseCodeValue;
+    this.log.info({ uid: this.uid, code, err: error.message }, 'protocol error');
+    this.close({ code, reason: closeReasonText(error.message) });
   }
 
   logError(error: Error): void {
@@ -129,25 +224,44 @@ export class Connection implements Member {
       this.close(Close.pingTimeout);
       return;
     }
-    this.missedPings++;
+    // A member held back by --message-rate is not read, so its pongs wait unread: it is alive.
+    if (this.held === undefined) this.missedPings++;
     this.ws.ping();
+  }
+
+  /** ws's automatic pong is off: a client that pings but never reads would queue pongs forever. */
+  onPing(data: Buffer): void {
+    this.missedPings = 0;
+    if (this.ws.readyState !== OPEN) return;
+    if (this.socket.writableLength <= this.socket.writableHighWaterMark) this.unreadPongs = 0;
+    else if (++this.unreadPongs > MAX_UNREAD_PONGS) return this.close(Close.pingFlood);
+    this.ws.pong(data);
   }
 
   deliver(message: Message): void {
     // After a close frame (ours or the client's) no data frame may follow.
     if (!this.open || this.ws.readyState !== OPEN) return;
-    writeFrame(this.socket, message);
-    this.bytesQueued += message.data.length;
     this.traffic.bytesOut += message.data.length;
-    const buffered = this.socket.writableLength;
-    if (buffered > this.limits.maxBuffered / 4) this.checkSlow(buffered);
-    else this.lastProgressAt = 0;
+    if (this.backlog !== undefined) return this.queueLive(message);
+    writeFrame(this.socket, message);
+    if (this.socket.writableLength > Math.min(QUEUE_AT, this.limits.maxBuffered / 4)) this.startQueueing(0);
+  }
+
+  /** The history a join replays: sent ahead of later deliveries, as fast as the client reads. */
+  replay(history: readonly Message[]): void {
+    if (history.length === 0 || !this.open || this.ws.readyState !== OPEN) return;
+    for (const message of history) this.traffic.bytesOut += message.data.length;
+    const backlog = this.startQueueing(history.length);
+    // The history array may be shared with other joiners (and the store): copy the references.
+    backlog.items.push(...history);
+    this.pump();
   }
 
   close(reason: CloseReason): void {
     if (!this.open) return;
     this.open = false;
     this.leave();
+    this.dropBacklog();
     this.ws.close(reason.code, reason.reason);
   }
 
@@ -157,8 +271,8 @@ export class Connection implements Member {
     this.missedPings = 0;
     if (!this.open) return;
     if (this.session) {
-      this.session.publish({ data, binary: isBinary });
-      return;
+      if (this.bucket === undefined) return this.session.publish({ data, binary: isBinary });
+      return this.publishAtRate({ data, binary: isBinary });
     }
     clearTimeout(this.joinTimer);
     this.joinTimer = undefined; // an idle member should not keep a spent timer alive
@@ -173,29 +287,117 @@ export class Connection implements Member {
     this.log.debug({ uid: this.uid, channel: joined.channel }, 'joined');
   }
 
+  /**
+   * --message-rate: over the rate, stop reading the socket, so TCP pushes back on the sender.
+   * What was already read (the rest of one socket chunk) is held and published as tokens come.
+   */
+  private publishAtRate(message: Message): void {
+    if (this.held === undefined && this.bucket!.take()) return this.session!.publish(message);
+    if (this.held === undefined) {
+      this.held = [];
+      this.ws.pause();
+      setTimeout(releaseHeld, this.bucket!.wait(), this);
+    }
+    this.held.push(message);
+  }
+
+  /** Publishes the held messages that the bucket now allows; reads again once none are left. */
+  releaseHeld(): void {
+    const held = this.held;
+    if (held === undefined) return;
+    let released = 0;
+    while (released < held.length && this.open && this.bucket!.take()) this.session?.publish(held[released++]!);
+    held.splice(0, released);
+    if (held.length > 0 && this.open) {
+      setTimeout(releaseHeld, this.bucket!.wait(), this);
+      return;
+    }
+    this.held = undefined;
+    if (this.open) this.ws.resume();
+  }
+
+  /** Writes the next window of the backlog; called at once and on every 'drain' of the socket. */
+  pump(): void {
+    const backlog = this.backlog;
+    if (backlog === undefined) return;
+    const { items } = backlog;
+    const window = Math.max(QUEUE_AT, this.socket.writableHighWaterMark * 2);
+    const chunk: Buffer[] = [];
+    let chunkBytes = 0;
+    let wrote = false;
+    while (backlog.head < items.length && this.socket.writableLength + chunkBytes < window) {
+      const index = backlog.head++;
+      const message = items[index]!;
+      items[index] = undefined as unknown as Message; // let it go as soon as it is written
+      if (index >= backlog.replayEnd) this.liveCost -= frameBytes(message) + ENTRY_COST;
+      const frame = frameOf(message);
+      if (Array.isArray(frame)) {
+        this.writeChunk(chunk, chunkBytes);
+        chunk.length = 0;
+        chunkBytes = 0;
+        this.socket.write(frame[0]);
+        this.socket.write(frame[1]);
+      } else {
+        chunk.push(frame);
+        chunkBytes += frame.length;
+        if (chunkBytes >= WRITE_CHUNK) {
+          this.writeChunk(chunk, chunkBytes);
+          chunk.length = 0;
+          chunkBytes = 0;
+        }
+      }
+      wrote = true;
+    }
+    this.writeChunk(chunk, chunkBytes);
+    if (wrote) this.lastProgressAt = performance.now();
+    if (backlog.head === items.length) this.leaveQueueing();
+  }
+
+  private writeChunk(chunk: Buffer[], bytes: number): void {
+    if (chunk.length === 1) this.socket.write(chunk[0]!);
+    else if (chunk.length > 1) this.socket.write(Buffer.concat(chunk, bytes));
+  }
+
+  private startQueueing(replayed: number): Backlog {
+    if (this.backlog === undefined) {
+      this.backlog = { items: [], head: 0, replayEnd: replayed };
+      this.lastProgressAt = performance.now();
+    }
+    return this.backlog;
+  }
+
+  private leaveQueueing(): void {
+    this.backlog = undefined;
+    this.liveCost = 0;
+  }
+
+  private dropBacklog(): void {
+    if (this.backlog !== undefined) this.leaveQueueing();
+  }
+
+  /**
+   * A live message while the member is behind. A reader slower than a burst still drains; a
+   * stalled one does not. Close only a member whose backlog costs more than the hard bound, or
+   * one over a quarter of it that has made no progress for the grace period.
+   */
+  private queueLive(message: Message): void {
+    this.backlog!.items.push(message);
+    this.liveCost += frameBytes(message) + ENTRY_COST;
+    const { maxBuffered, slowConsumerGraceMs } = this.limits;
+    if (this.liveCost <= maxBuffered / 4) return;
+    if (this.liveCost > maxBuffered || performance.now() - this.lastProgressAt > slowConsumerGraceMs) {
+      this.log.warn({ uid: this.uid, backlog: this.liveCost }, 'closing slow consumer');
+      this.events.onClosedForSlowness();
+      // The close frame follows what the socket already holds: a reader that catches up learns
+      // why it was closed; one that never reads again is dropped by the WebSocket close timeout.
+      this.close(Close.slowConsumer);
+    }
+  }
+
   private refuse(reason: CloseReason): void {
     this.log.info({ code: reason.code, reason: reason.reason }, 'join refused');
     this.events.onRefused(reason);
     this.close(reason);
-  }
-
-  /**
-   * A reader slower than a burst still drains its buffer; a stalled one does not. Close only
-   * a member past the hard bound, or one that has made no progress for the grace period.
-   */
-  private checkSlow(buffered: number): void {
-    const now = performance.now();
-    const drained = this.sampleBuffered + (this.bytesQueued - this.sampleQueued) - buffered;
-    if (this.lastProgressAt === 0 || drained > 0) this.lastProgressAt = now;
-    this.sampleBuffered = buffered;
-    this.sampleQueued = this.bytesQueued;
-    if (buffered > this.limits.maxBuffered || now - this.lastProgressAt > this.limits.slowConsumerGraceMs) {
-      this.log.warn({ uid: this.uid, buffered }, 'closing slow consumer');
-      this.events.onClosedForSlowness();
-      // The close frame queues behind the unread backlog: a reader that catches up learns why it
-      // was closed; one that never reads again is dropped by the WebSocket close timeout.
-      this.close(Close.slowConsumer);
-    }
   }
 
   /** The socket is gone (called by the shared `close` listener). */
@@ -203,6 +405,8 @@ export class Connection implements Member {
     this.open = false;
     clearTimeout(this.joinTimer);
     this.leave();
+    this.dropBacklog();
+    this.held = undefined;
     this.events.onClosed(this);
   }
 

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { Close, type CloseReason } from '../protocol/close-codes.js';
 import type { Hub } from '../hub/hub.js';
 import { Connection, type ConnectionEvents, type ConnectionLimits, type TrafficStats } from './connection.js';
+import { socketOf } from './ws-internals.js';
 
 export const SUBPROTOCOL = 'mles-websocket';
 const MAX_MISSED_PINGS = 3;
@@ -15,6 +16,8 @@ const MAX_MISSED_PINGS = 3;
 export interface EndpointOptions extends ConnectionLimits {
   maxMessageSize: number;
   pingIntervalMs: number;
+  /** Open connections allowed from one client address; undefined: no cap. */
+  maxConnectionsPerIp: number | undefined;
 }
 
 export interface EndpointStats extends TrafficStats {
@@ -43,6 +46,8 @@ export class MlesEndpoint implements ConnectionEvents {
   readonly stats: EndpointStats = { connectionsOpen: 0, refusals: new Map(), slowConsumerCloses: 0, bytesIn: 0, bytesOut: 0 };
   private readonly wss: WebSocketServer;
   private readonly connections = new Set<Connection>();
+  /** Open connections per client address, kept only when --max-connections-per-ip is set. */
+  private readonly perAddress = new Map<string, number>();
   private readonly pingTimer: NodeJS.Timeout;
   private onEmpty: (() => void) | undefined;
 
@@ -56,6 +61,9 @@ export class MlesEndpoint implements ConnectionEvents {
       maxPayload: options.maxMessageSize,
       perMessageDeflate: false,
       clientTracking: false,
+      // Connections answer pings themselves, so a client that pings and never reads is closed
+      // with a reason instead of dropped silently at ws's pending-pong limit.
+      autoPong: false,
       handleProtocols: () => SUBPROTOCOL,
     });
     this.pingTimer = setInterval(() => {
@@ -76,21 +84,28 @@ export class MlesEndpoint implements ConnectionEvents {
       refuseUpgrade(socket, '400 Bad Request', `WebSocket upgrade must offer subprotocol ${SUBPROTOCOL}`);
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+    const address = req.socket.remoteAddress ?? '';
+    const cap = this.options.maxConnectionsPerIp;
+    if (cap !== undefined && (this.perAddress.get(address) ?? 0) >= cap) {
+      this.countRefusal('too many connections from one address');
+      refuseUpgrade(socket, '429 Too Many Requests', `at most ${cap} connections from one address`);
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, address));
   }
 
-  /** Closes every client with 1001 and stops pinging. */
-  close(): void {
+  /** Closes every client with `reason` (default 1001) and stops pinging. */
+  close(reason: CloseReason = Close.shutdown): void {
     clearInterval(this.pingTimer);
-    for (const connection of this.connections) connection.close(Close.shutdown);
+    for (const connection of this.connections) connection.close(reason);
   }
 
   /**
-   * Closes every client with 1001, waits up to `graceMs` for their close handshakes, then drops
-   * the sockets that are still there.
+   * Closes every client with `reason` (default 1001), waits up to `graceMs` for their close
+   * handshakes, then drops the sockets that are still there.
    */
-  async shutdown(graceMs: number): Promise<void> {
-    this.close();
+  async shutdown(graceMs: number, reason: CloseReason = Close.shutdown): Promise<void> {
+    this.close(reason);
     if (this.connections.size > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs);
@@ -103,17 +118,23 @@ export class MlesEndpoint implements ConnectionEvents {
     for (const connection of this.connections) connection.terminate();
   }
 
-  private accept(ws: WebSocket): void {
-    const socket = (ws as unknown as { _socket: import('node:net').Socket })._socket;
+  private accept(ws: WebSocket, address: string): void {
+    const socket = socketOf(ws);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
-    this.connections.add(new Connection(ws, this.hub, this.options, this.log, this, this.stats));
+    this.connections.add(new Connection(ws, this.hub, this.options, this.log, this, this.stats, address));
     this.stats.connectionsOpen++;
+    if (this.options.maxConnectionsPerIp !== undefined) this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
   }
 
   onClosed(connection: Connection): void {
     if (!this.connections.delete(connection)) return;
     this.stats.connectionsOpen--;
+    if (this.options.maxConnectionsPerIp !== undefined) {
+      const open = this.perAddress.get(connection.remoteAddress)! - 1;
+      if (open === 0) this.perAddress.delete(connection.remoteAddress);
+      else this.perAddress.set(connection.remoteAddress, open);
+    }
     if (this.connections.size === 0) this.onEmpty?.();
   }
 

@@ -4,6 +4,7 @@
 export const CloseCode = {
   normal: 1000,
   goingAway: 1001,
+  protocolError: 1002,
   unsupportedData: 1003,
   invalidPayload: 1007,
   policyViolation: 1008,
@@ -31,6 +32,7 @@ export const Close = {
   duplicate: { code: CloseCode.duplicateSession, reason: 'uid already joined' },
   historyUnavailable: { code: CloseCode.internalError, reason: 'history unavailable' },
   slowConsumer: { code: CloseCode.tryAgainLater, reason: 'slow consumer: send buffer full' },
+  pingFlood: { code: CloseCode.policyViolation, reason: 'too many pings while not reading' },
 } as const satisfies Record<string, CloseReason>;
 
 export function invalidJoin(what: string): CloseReason {
