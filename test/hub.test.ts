@@ -376,10 +376,12 @@ for (const how of ['sync', 'async'] as const) {
     store.failAppends = false;
     assert.equal(hub.stats.storeErrors, 2);
     assert.deepEqual(errors, ['join ch', 'append ch']);
+    assert.deepEqual(alice.closedWith, Close.notStored, 'the sender of a message that was not stored is told');
 
     const carol = join(hub, 'carol', 'ch');
+    const dave = join(hub, 'dave', 'ch');
     const historyLength = carol.received.length;
-    alice.session!.publish(text('after the failure'));
+    dave.session!.publish(text('after the failure'));
     await carol.waitFor(historyLength + 1);
     assert.equal(carol.texts()[historyLength], 'after the failure', 'the channel keeps working');
     assert.ok(!carol.texts().includes('lost'), 'a message that could not be stored is not forwarded');

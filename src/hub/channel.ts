@@ -7,6 +7,7 @@
 // queued before its join, and it is a member for exactly the messages queued after.
 
 import type { Member } from './member.js';
+import { Close } from '../protocol/close-codes.js';
 import type { Message, MaybePromise } from '../store/store.js';
 import { DedupSet } from '../protocol/dedup.js';
 import { siphash24Key } from '../protocol/siphash.js';
@@ -93,7 +94,14 @@ export class Channel {
   publish(from: Member, message: Message, stored: MaybePromise<void>): void {
     // The common case (synchronous store, nothing queued) fans out at once, allocating nothing.
     if (this.steps.length === 0 && !isPromise(stored)) return this.fanOut(from, message);
-    this.enqueue(stored, { run: () => this.fanOut(from, message), fail: this.onAppendError });
+    this.enqueue(stored, {
+      run: () => this.fanOut(from, message),
+      // A message that could not be stored is delivered to no one; its sender must know.
+      fail: (error) => {
+        this.onAppendError(error);
+        from.close(Close.notStored);
+      },
+    });
   }
 
   private fanOut(from: Member, message: Message): void {

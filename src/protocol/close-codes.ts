@@ -31,6 +31,7 @@ export const Close = {
   authFailed: { code: CloseCode.policyViolation, reason: 'auth failed' },
   duplicate: { code: CloseCode.duplicateSession, reason: 'uid already joined' },
   historyUnavailable: { code: CloseCode.internalError, reason: 'history unavailable' },
+  notStored: { code: CloseCode.internalError, reason: 'history unavailable: a message was not stored' },
   slowConsumer: { code: CloseCode.tryAgainLater, reason: 'slow consumer: send buffer full' },
   pingFlood: { code: CloseCode.policyViolation, reason: 'too many pings while not reading' },
 } as const satisfies Record<string, CloseReason>;
