@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, parseProxyRule, resolveConfig, defaults, type Config } from './config.js';
 import { createServer } from './server.js';
 import { createLogger } from './logger.js';
+import { installCrashHandler } from './crash.js';
 import { runWorkers } from './cluster/workers.js';
 
 function integer(value: string): number {
@@ -146,6 +147,7 @@ function defined<T extends object>(value: T): Partial<T> {
 
 async function run(flags: Partial<Config>): Promise<void> {
   const log = createLogger();
+  const crashHandler = installCrashHandler(log);
   if ((flags.workers ?? 1) > 1 && cluster.isPrimary) {
     try {
       resolveConfig({ key: process.env.MLES_KEY, peerKey: process.env.MLES_PEER_KEY, ...defined(flags) }); // refuse bad flags once, not per worker
@@ -164,12 +166,14 @@ async function run(flags: Partial<Config>): Promise<void> {
     if (code === 'EADDRINUSE' || code === 'EACCES') fail(`--port: cannot listen: ${(error as Error).message}`);
     throw error;
   }
+  crashHandler.setServer(server);
   process.stderr.write(`history: ${server.config.redis === undefined ? server.config.history : 'redis (cluster)'}\n`);
   process.stdout.write(`listening on ${server.address.url}\n`);
   const stop = (signal: string): void => {
     log.info({ signal }, 'shutting down');
     server.close().then(
-      () => process.exit(0),
+      // Not exit(0): an uncaught error meanwhile has set exitCode 1 (src/crash.ts), and it stands.
+      () => process.exit(),
       (error: unknown) => {
         log.error({ err: error }, 'shutdown failed');
         process.exit(1);

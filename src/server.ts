@@ -15,6 +15,7 @@ import { startAdmin, type AdminServer } from './net/admin.js';
 import { createMetrics, type MetricSources } from './net/metrics.js';
 import { PeerLinks, defaultPeerTuning, defaultPeerUid } from './link/peers.js';
 import { ClusterHub } from './cluster/cluster-hub.js';
+import { CloseCode, type CloseReason } from './protocol/close-codes.js';
 
 export { resolveConfig, ConfigError, type Config } from './config.js';
 export { authHash } from './protocol/join.js';
@@ -35,7 +36,12 @@ export interface MlesServer {
   readonly adminUrl: string | undefined;
   /** Closes every client with 1001, flushes the store and stops listening. */
   close(): Promise<void>;
+  /** As close, but clients get 1011: the last resort after an error nothing else caught (src/crash.ts). */
+  crash(): Promise<void>;
 }
+
+/** What clients are told when the server stops on an internal error: come back later. */
+const CRASHED: CloseReason = { code: CloseCode.internalError, reason: 'internal server error: restarting' };
 
 function openStore(config: Config): HistoryStore {
   if (config.history === 'memory') return new MemoryStore(config.limit);
@@ -117,26 +123,29 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
       throw error;
     },
   );
+  // Shutdown and crash take the same steps; only what the clients are told differs.
+  const stop = (reason?: CloseReason): Promise<void> => {
+    closing ??= (async () => {
+      clearInterval(expiryTimer);
+      peers?.close();
+      const stopped = listener.close();
+      await endpoint.shutdown(2_000, reason);
+      router.close();
+      listener.closeAllConnections();
+      await stopped;
+      await admin?.close();
+      await store.close();
+      await cluster?.close();
+    })();
+    return closing;
+  };
   return {
     config,
     address: { host: listener.host, port: listener.port, url: listener.url },
     hub,
     endpoint,
     adminUrl: admin?.url,
-    close() {
-      closing ??= (async () => {
-        clearInterval(expiryTimer);
-        peers?.close();
-        const stopped = listener.close();
-        await endpoint.shutdown(2_000);
-        router.close();
-        listener.closeAllConnections();
-        await stopped;
-        await admin?.close();
-        await store.close();
-        await cluster?.close();
-      })();
-      return closing;
-    },
+    close: () => stop(),
+    crash: () => stop(CRASHED),
   };
 }

@@ -1,15 +1,21 @@
 // --proxy PREFIX=URL (spec section 5): forwarding with the prefix stripped, streaming both ways,
-// X-Forwarded-*, hop-by-hop headers dropped, 502 when the upstream is down, and WebSocket
-// upgrades tunnelled to an upstream echo server. Every upstream is started here, on port 0.
+// X-Forwarded-* set by us and the client's forwarding headers dropped (issue 11, finding 12),
+// hop-by-hop headers dropped, 502 when the upstream is down, 504 when it does not answer in
+// time, and WebSocket upgrades tunnelled to an upstream echo server. Every upstream is started
+// here, on port 0.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { once } from 'node:events';
+import type { Socket } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
+import { pino } from 'pino';
 import { startServer, type RunningServer } from './helpers/server.js';
-import { request, tempTree, listen, closeServer } from './helpers/http.js';
+import { request, rawExchange, statusOf, tempTree, listen, closeServer } from './helpers/http.js';
 import { TestClient } from './helpers/client.js';
+import { HttpRouter } from '../src/net/http/router.js';
+import { parseProxyRule, resolveConfig } from '../src/config.js';
 
 interface Echo {
   method: string;
@@ -29,7 +35,7 @@ let upstream: http.Server;
 let upstreamPort: number;
 let wss: WebSocketServer;
 let wsPaths: string[] = [];
-let wsForwardedFor: Array<string | undefined> = [];
+let wsHeaders: http.IncomingHttpHeaders[] = [];
 let finishStream = signal();
 let uploadStarted = signal();
 let server: RunningServer;
@@ -75,7 +81,7 @@ before(async () => {
   wss = new WebSocketServer({ noServer: true, handleProtocols: (offered) => (offered.has('chat') ? 'chat' : false) });
   upstream.on('upgrade', (req, socket, head) => {
     wsPaths.push(req.url!);
-    wsForwardedFor.push(req.headers['x-forwarded-for'] as string | undefined);
+    wsHeaders.push(req.headers);
     if (req.url!.endsWith('/refuse')) {
       socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nforbidden');
       return;
@@ -141,12 +147,33 @@ test('method, body and end-to-end headers are kept', async () => {
   for (const method of ['PUT', 'DELETE', 'PATCH']) assert.equal((await echo('/api/x', { method })).method, method);
 });
 
+/** What a client may send to pose as another address, scheme or host to an upstream that trusts it. */
+const SPOOFED = {
+  Forwarded: 'for=6.6.6.6;proto=https;host=bank.example',
+  'X-Forwarded-For': '6.6.6.6',
+  'X-Forwarded-Proto': 'gopher',
+  'X-Forwarded-Host': 'bank.example',
+  'X-Forwarded-Port': '443',
+  'X-Forwarded-Prefix': '/admin',
+  'X-Real-IP': '6.6.6.6',
+  'True-Client-IP': '6.6.6.6',
+};
+
+/** The upstream saw only our own forwarding headers: the client's address, scheme and Host. */
+function assertForwardedByUs(headers: http.IncomingHttpHeaders, host: string): void {
+  assert.equal(headers['x-forwarded-for'], '127.0.0.1');
+  assert.equal(headers['x-forwarded-proto'], 'http');
+  assert.equal(headers['x-forwarded-host'], host);
+  for (const name of ['forwarded', 'x-forwarded-port', 'x-forwarded-prefix', 'x-real-ip', 'true-client-ip']) {
+    assert.equal(headers[name], undefined, `${name} from the client reached the upstream`);
+  }
+}
+
 test('Host goes to the upstream, X-Forwarded-* are ours, hop-by-hop headers are dropped', async () => {
   const got = await echo('/api/h', {
     headers: {
       Host: 'public.example:8443',
-      'X-Forwarded-For': '6.6.6.6',
-      'X-Forwarded-Proto': 'gopher',
+      ...SPOOFED,
       Connection: 'keep-alive, X-Client-Hop',
       'X-Client-Hop': 'secret',
       'Keep-Alive': 'timeout=5',
@@ -155,9 +182,7 @@ test('Host goes to the upstream, X-Forwarded-* are ours, hop-by-hop headers are 
     },
   });
   assert.equal(got.headers.host, `127.0.0.1:${upstreamPort}`);
-  assert.equal(got.headers['x-forwarded-for'], '127.0.0.1');
-  assert.equal(got.headers['x-forwarded-proto'], 'http');
-  assert.equal(got.headers['x-forwarded-host'], 'public.example:8443');
+  assertForwardedByUs(got.headers, 'public.example:8443');
   for (const name of ['x-client-hop', 'keep-alive', 'proxy-authorization', 'te']) assert.equal(got.headers[name], undefined, name);
 });
 
@@ -214,12 +239,13 @@ test('dot-segments cannot climb out of the prefix upstream', async () => {
 
 test('WebSocket upgrades under a prefix are tunnelled to the upstream', async () => {
   wsPaths = [];
-  wsForwardedFor = [];
-  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws/chat?room=1`, ['chat']);
+  wsHeaders = [];
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws/chat?room=1`, ['chat'], { headers: SPOOFED });
   await once(ws, 'open');
   assert.equal(ws.protocol, 'chat');
   assert.deepEqual(wsPaths, ['/sock/chat?room=1']);
-  assert.deepEqual(wsForwardedFor, ['127.0.0.1']);
+  assert.equal(wsHeaders.length, 1);
+  assertForwardedByUs(wsHeaders[0]!, `127.0.0.1:${server.port}`);
   ws.send('echo me');
   const [data] = (await once(ws, 'message')) as [Buffer];
   assert.equal(data.toString(), 'echo me');
@@ -260,4 +286,52 @@ test('shutting down ends open tunnels instead of waiting for them', async () => 
   const closed = once(ws, 'close');
   assert.equal(await own.stop(), 0);
   await closed;
+});
+
+test('an upstream that does not start its answer in time gets the client a 504; a slow body is not cut', { timeout: 30_000 }, async (t) => {
+  // Takes every request and upgrade and never answers, except /slow-body: headers at once, the body on a signal.
+  const held: Socket[] = [];
+  let finishBody = signal();
+  const silent = http.createServer((req, res) => {
+    if (req.url === '/slow-body') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.write('head start\n');
+      void finishBody.promise.then(() => res.end('done\n'));
+      return;
+    }
+    held.push(req.socket);
+  });
+  silent.on('upgrade', (_req, socket: Socket) => held.push(socket));
+  const port = await listen(silent);
+  const timeoutMs = 300;
+  const router = new HttpRouter(
+    resolveConfig({ proxies: [parseProxyRule(`api=http://127.0.0.1:${port}`)] }),
+    pino({ level: 'silent' }),
+    { upstreamTimeoutMs: timeoutMs },
+  );
+  const front = http.createServer();
+  router.attach(front, { upgrade: (_req, socket) => socket.destroy() });
+  const frontPort = await listen(front);
+  t.after(async () => {
+    router.close();
+    await closeServer(front);
+    for (const socket of held) socket.destroy();
+    await closeServer(silent);
+  });
+
+  finishBody = signal();
+  const slowBody = request(frontPort, '/api/slow-body');
+  const started = Date.now();
+  const get = await request(frontPort, '/api/never');
+  assert.equal(get.status, 504);
+  assert.match(get.text, /^Gateway timeout/);
+  assert.ok(Date.now() - started >= timeoutMs - 50, 'not before the timeout');
+  assert.equal((await request(frontPort, '/api/never', { method: 'POST', body: 'x'.repeat(1000) })).status, 504);
+  const upgrade = await rawExchange(frontPort, 'GET /api/socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+  assert.equal(statusOf(upgrade), 504);
+  // Its headers came in time: the body may take longer than the timeout (it has, by now).
+  finishBody.fire();
+  const slow = await slowBody;
+  assert.equal(slow.status, 200);
+  assert.equal(slow.text, 'head start\ndone\n');
 });

@@ -7,11 +7,23 @@ import { runCli } from './helpers/server.js';
 import { request } from './helpers/http.js';
 import { requirePrograms } from './helpers/programs.js';
 import { redirectPort, startWithRedirect } from './helpers/redirect-server.js';
-import { redirectTarget } from '../src/net/redirect.js';
+import { redirectTarget, requestedResource } from '../src/net/redirect.js';
 
 test('the target keeps path and query, and names the port unless it is 443', () => {
   assert.equal(redirectTarget('example.test', 443, '/a/b?c=d'), 'https://example.test/a/b?c=d');
-  assert.equal(redirectTarget('example.test', 8443, 'http://elsewhere.test/x'), 'https://example.test:8443/x');
+  assert.equal(redirectTarget('example.test', 8443, '/x'), 'https://example.test:8443/x');
+});
+
+test('request targets: origin-form as sent with the Host header; absolute-form names its host; the rest is refused', () => {
+  assert.deepEqual(requestedResource('/a?b', 'Example.Test:80'), { host: 'example.test', path: '/a?b' });
+  // Empty segments are a path like any other (and stay on the redirect's own host).
+  assert.deepEqual(requestedResource('//evil.test/x', 'example.test'), { host: 'example.test', path: '//evil.test/x' });
+  assert.deepEqual(requestedResource('///', undefined), { host: undefined, path: '///' });
+  assert.deepEqual(requestedResource('http://WWW.example.test:80/x?y', 'evil.test'), { host: 'www.example.test', path: '/x?y' });
+  // Each of these threw out of new URL() and took the process down (issue 11, finding 1).
+  for (const target of ['http://:99999/', 'http://[/', 'http://a%zz/', '*', 'example.test:443', 'ftp://example.test/']) {
+    assert.equal(requestedResource(target, 'example.test'), undefined, target);
+  }
 });
 
 test('GET for a configured domain gets a 301 to its https:// URL; anything else 404', { timeout: 30_000 }, async (t) => {

@@ -233,9 +233,9 @@ test('--filelimit: requests beyond the limit wait for a slot, then succeed', asy
 test('FileLimit hands slots over in order and never exceeds its limit', async () => {
   const limit = new FileLimit(2);
   const order: number[] = [];
-  const first = await limit.acquire();
-  const second = await limit.acquire();
-  const waiting = [3, 4, 5].map((n) => limit.acquire().then((release) => (order.push(n), release)));
+  const first = (await limit.acquire(60_000))!;
+  const second = (await limit.acquire(60_000))!;
+  const waiting = [3, 4, 5].map((n) => limit.acquire(60_000).then((release) => (order.push(n), release!)));
   assert.equal(limit.queued, 3);
   first();
   first(); // a second call is ignored
@@ -245,6 +245,19 @@ test('FileLimit hands slots over in order and never exceeds its limit', async ()
   third();
   for (const release of await Promise.all(waiting.slice(1))) release();
   assert.deepEqual(order, [3, 4, 5]);
+  assert.equal(limit.inUse, 0);
+});
+
+test('FileLimit: a wait for a slot is bounded; one that gave up leaves the queue', async () => {
+  const limit = new FileLimit(1);
+  const held = (await limit.acquire(0))!;
+  const patient = limit.acquire(60_000);
+  assert.equal(await limit.acquire(10), undefined);
+  assert.equal(limit.queued, 1, 'only the patient waiter is left');
+  held();
+  const next = await patient;
+  assert.equal(limit.inUse, 1);
+  next!();
   assert.equal(limit.inUse, 0);
 });
 

@@ -4,9 +4,10 @@
 
 import http from 'node:http';
 import type https from 'node:https';
-import type { AddressInfo, Server as NetServer } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { ConfigError, type Config } from '../config.js';
 import type { Logger } from '../logger.js';
+import { logServerErrors, REQUEST_TIMEOUTS } from './http/guard.js';
 import { ConnectionRateLimit, limitConnections } from './rate-limit.js';
 import { createRedirectServer } from './redirect.js';
 import type { RetryPolicy } from './tls/acme.js';
@@ -15,7 +16,7 @@ import { createTlsServer, wantsTls, type TlsServer } from './tls/tls-server.js';
 export interface ListenerOptions {
   config: Config;
   log: Logger;
-  /** Wires the public server's requests and upgrades (called once, before it listens). */
+  /** Wires the public server's requests and upgrades (called once, before it listens), errors contained. */
   attach: (server: http.Server | https.Server) => void;
   /** Backoff between failed certificate orders (tests shorten it). */
   acmeRetry?: RetryPolicy;
@@ -70,20 +71,31 @@ export async function startListener(options: ListenerOptions): Promise<Listener>
   const onDrop = (address: string): void => log.debug({ remote: address }, 'connection over --rate-limit dropped');
 
   const tls: TlsServer | undefined = wantsTls(config) ? await createTlsServer(config, log, options.acmeRetry) : undefined;
-  const server = tls?.server ?? http.createServer();
+  const server = tls?.server ?? http.createServer(REQUEST_TIMEOUTS);
   server.keepAliveTimeout = 5_000;
   options.attach(server);
   server.on('connection', (socket) => socket.setNoDelay(true));
+  // A TLS connection is an HTTP one only once its handshake is done, so closeAllConnections
+  // would miss one that never finishes it and close() would wait for the handshake timeout.
+  const tcpSockets = new Set<Socket>();
+  if (tls) {
+    server.on('connection', (socket: Socket) => {
+      tcpSockets.add(socket);
+      socket.once('close', () => tcpSockets.delete(socket));
+    });
+  }
   if (limit) limitConnections(server, limit, onDrop);
 
   const port = await listen(server, config.host, config.port);
+  logServerErrors(server, log, 'public');
 
   let redirect: http.Server | undefined;
   if (config.redirect) {
-    redirect = createRedirectServer(config.domains, port);
+    redirect = createRedirectServer(config.domains, port, log);
     if (limit) limitConnections(redirect, limit, onDrop);
     try {
       const httpPort = await listen(redirect, config.host, config.httpPort);
+      logServerErrors(redirect, log, 'redirect');
       log.info({ url: formatUrl('http', config.host, httpPort) }, 'redirecting HTTP to HTTPS');
     } catch (error) {
       await closed(server);
@@ -104,6 +116,7 @@ export async function startListener(options: ListenerOptions): Promise<Listener>
     },
     closeAllConnections() {
       server.closeAllConnections();
+      for (const socket of tcpSockets) socket.destroy();
       redirect?.closeAllConnections();
     },
   };

@@ -1,7 +1,9 @@
 // --proxy PREFIX=URL: requests under /PREFIX/... go to URL/... with the prefix stripped (spec
 // section 5). Bodies stream both ways; WebSocket upgrades under a prefix are tunnelled to the
 // upstream. The client request is not pipeline()d into the upstream one: a failing upstream
-// would then destroy the client socket, and no 502 could be sent.
+// would then destroy the client socket, and no 502 could be sent. What the upstream learns about
+// the client comes from us only (a client's own forwarding headers are dropped), and an upstream
+// that does not answer in time gets the client a 504 instead of a wait without end.
 
 import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import https from 'node:https';
@@ -23,6 +25,27 @@ const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
 ]);
+
+/**
+ * Headers through which a proxy tells the upstream who the client is: a client's own would let
+ * it pose as any address or scheme to an upstream that trusts them. We set X-Forwarded-* anew.
+ */
+const CLIENT_IDENTITY = new Set(['forwarded', 'x-real-ip', 'true-client-ip']);
+
+/** Time an upstream has to start its answer (after the request reached it) before the client gets 504. */
+export const UPSTREAM_TIMEOUT_MS = 30_000;
+
+export interface ProxyOptions {
+  /** Default UPSTREAM_TIMEOUT_MS (tests shorten it). */
+  upstreamTimeoutMs?: number;
+}
+
+/** Why an upstream request was abandoned when it took too long. */
+class UpstreamTimeout extends Error {
+  constructor(ms: number) {
+    super(`upstream did not answer within ${ms} ms`);
+  }
+}
 
 interface Upstream {
   /** "/api/v1": matches itself and everything below it. */
@@ -68,15 +91,20 @@ function clientAddress(req: IncomingMessage): string {
   return (req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
 }
 
+/** True for the headers only we may set: Forwarded, X-Forwarded-*, X-Real-IP, True-Client-IP. */
+function isClientIdentity(name: string): boolean {
+  return name.startsWith('x-forwarded-') || CLIENT_IDENTITY.has(name);
+}
+
 /**
- * The headers sent upstream: end-to-end ones only, Host left to the upstream URL, and
- * X-Forwarded-* set by us (a client's own X-Forwarded-For is not trusted).
+ * The headers sent upstream: end-to-end ones only, Host left to the upstream URL, none of the
+ * client's identity headers, and X-Forwarded-For/-Proto/-Host set by us.
  */
 function upstreamHeaders(req: IncomingMessage): OutgoingHttpHeaders {
   const listed = connectionTokens(req.headers.connection);
   const headers: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
-    if (value === undefined || name === 'host' || name.startsWith('x-forwarded-')) continue;
+    if (value === undefined || name === 'host' || isClientIdentity(name)) continue;
     if (isEndToEnd(name, listed)) headers[name] = value;
   }
   headers['x-forwarded-for'] = clientAddress(req);
@@ -102,15 +130,38 @@ function headBlock(statusLine: string, flat: string[]): string {
   return `${text}\r\n`;
 }
 
+/** A complete short text answer on a raw (upgrade) socket. */
+function rawAnswer(statusLine: string, text: string): string {
+  const body = `${text}\n`;
+  return headBlock(statusLine, ['Content-Type', 'text/plain', 'Content-Length', String(body.length), 'Connection', 'close']) + body;
+}
+
+/**
+ * `listener` with anything it throws passed to `fail`. These listeners run on upstream events,
+ * outside the router's guard: a bug in one exchange must end that exchange, not the process.
+ */
+function contained<A extends unknown[]>(listener: (...args: A) => void, fail: (error: unknown) => void): (...args: A) => void {
+  return (...args) => {
+    try {
+      listener(...args);
+    } catch (error) {
+      fail(error);
+    }
+  };
+}
+
 export class ReverseProxy {
   private readonly upstreams: Upstream[];
   /** Open WebSocket tunnels (both sockets), destroyed on close. */
   private readonly tunnels = new Set<Duplex>();
+  private readonly timeoutMs: number;
 
   constructor(
     rules: readonly ProxyRule[],
     private readonly log: Logger,
+    options: ProxyOptions = {},
   ) {
+    this.timeoutMs = options.upstreamTimeoutMs ?? UPSTREAM_TIMEOUT_MS;
     this.upstreams = rules
       .map((rule) => {
         const url = new URL(rule.url);
@@ -141,7 +192,10 @@ export class ReverseProxy {
     return undefined;
   }
 
-  /** Forwards an HTTP request and streams the answer back; 502 if the upstream cannot be reached. */
+  /**
+   * Forwards an HTTP request and streams the answer back; 502 if the upstream cannot be
+   * reached, 504 if it does not start answering in time.
+   */
   forward(req: IncomingMessage, res: ServerResponse, { upstream, path }: ProxyMatch): void {
     if (path === undefined) return sendText(res, 400);
     const outgoing = upstream.transport.request(upstream.url, {
@@ -150,14 +204,26 @@ export class ReverseProxy {
       headers: upstreamHeaders(req),
       agent: upstream.agent,
     });
-    outgoing.on('response', (incoming) => {
+    this.startDeadline(outgoing);
+    const fail = (error: unknown): void => {
+      this.log.error({ err: error, upstream: upstream.url.href }, 'proxying a request failed');
+      outgoing.destroy();
+      if (res.headersSent) res.destroy();
+      else sendText(res, 502, 'Bad gateway: invalid upstream answer');
+    };
+    outgoing.on('response', contained((incoming: IncomingMessage) => {
       res.writeHead(incoming.statusCode ?? 502, incoming.statusMessage, downstreamHeaders(incoming));
       incoming.pipe(res);
       // The upstream dropped mid-body: cut the client off too rather than end cleanly.
       incoming.on('error', () => res.destroy());
-    });
+    }, fail));
     outgoing.on('error', (error) => {
+      if (res.writableEnded) return;
       if (res.headersSent) return void res.destroy();
+      if (error instanceof UpstreamTimeout) {
+        this.log.warn({ err: error, upstream: upstream.url.href }, 'proxy upstream timed out');
+        return sendText(res, 504, 'Gateway timeout: upstream did not answer');
+      }
       this.log.warn({ err: error, upstream: upstream.url.href }, 'proxy upstream unavailable');
       sendText(res, 502, 'Bad gateway: upstream unavailable');
     });
@@ -175,26 +241,33 @@ export class ReverseProxy {
     headers.connection = 'Upgrade';
     headers.upgrade = req.headers.upgrade;
     const outgoing = upstream.transport.request(upstream.url, { method: req.method, path, headers, agent: upstream.agent });
-    outgoing.on('upgrade', (incoming, upstreamSocket: Duplex, upstreamHead: Buffer) => {
+    this.startDeadline(outgoing);
+    const fail = (error: unknown): void => {
+      this.log.error({ err: error, upstream: upstream.url.href }, 'proxying an upgrade failed');
+      socket.destroy();
+    };
+    outgoing.on('upgrade', contained((incoming: IncomingMessage, upstreamSocket: Duplex, upstreamHead: Buffer) => {
       upstreamSocket.on('error', () => upstreamSocket.destroy());
+      // Spliced first, so that whatever happens next, each socket ends with the other.
+      this.splice(socket, upstreamSocket);
       // The 101 answer keeps its Connection/Upgrade/Sec-WebSocket-* headers: they are the point here.
       socket.write(headBlock(`HTTP/1.1 101 ${incoming.statusMessage || 'Switching Protocols'}`, incoming.rawHeaders));
       if (upstreamHead.length > 0) socket.write(upstreamHead);
       if (head.length > 0) upstreamSocket.write(head);
-      this.splice(socket, upstreamSocket);
-    });
-    outgoing.on('response', (incoming) => {
+    }, fail));
+    outgoing.on('response', contained((incoming: IncomingMessage) => {
       // The upstream refused the upgrade: relay its answer, delimited by closing the connection.
       const headers = [...downstreamHeaders(incoming, ['content-length']), 'Connection', 'close'];
       socket.write(headBlock(`HTTP/1.1 ${incoming.statusCode} ${incoming.statusMessage ?? ''}`, headers));
       incoming.pipe(socket);
-    });
+    }, fail));
     outgoing.on('error', (error) => {
+      if (error instanceof UpstreamTimeout) {
+        this.log.warn({ err: error, upstream: upstream.url.href }, 'proxy upstream timed out');
+        return void socket.end(rawAnswer('HTTP/1.1 504 Gateway Timeout', 'Gateway timeout: upstream did not answer'));
+      }
       this.log.warn({ err: error, upstream: upstream.url.href }, 'proxy upstream unavailable');
-      const body = 'Bad gateway: upstream unavailable\n';
-      socket.end(
-        headBlock('HTTP/1.1 502 Bad Gateway', ['Content-Type', 'text/plain', 'Content-Length', String(body.length), 'Connection', 'close']) + body,
-      );
+      socket.end(rawAnswer('HTTP/1.1 502 Bad Gateway', 'Bad gateway: upstream unavailable'));
     });
     socket.on('close', () => outgoing.destroy());
     outgoing.end();
@@ -204,6 +277,17 @@ export class ReverseProxy {
   close(): void {
     for (const socket of this.tunnels) socket.destroy();
     for (const upstream of this.upstreams) upstream.agent.destroy();
+  }
+
+  /**
+   * Abandons `outgoing` with an UpstreamTimeout unless the upstream starts its answer (a
+   * response or an upgrade) in time. The clock restarts once the request has gone out whole, so
+   * the upstream always has the full time after the last byte of a body.
+   */
+  private startDeadline(outgoing: http.ClientRequest): void {
+    const timer = setTimeout(() => outgoing.destroy(new UpstreamTimeout(this.timeoutMs)), this.timeoutMs);
+    outgoing.once('finish', () => timer.refresh());
+    for (const answered of ['response', 'upgrade', 'close']) outgoing.once(answered, () => clearTimeout(timer));
   }
 
   private splice(a: Duplex, b: Duplex): void {

@@ -1,6 +1,7 @@
 // The HTTP side of the public port: proxy rules first, then static files (spec section 5);
 // methods other than GET and HEAD get 405. Upgrades under a proxied prefix are tunnelled to
-// the upstream; every other upgrade goes to the Mles endpoint.
+// the upstream; every other upgrade goes to the Mles endpoint. A handler that throws costs its
+// own request (500) or upgrade socket, never the process.
 
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
@@ -9,11 +10,15 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import { CompressionCache } from './compression-cache.js';
 import { FileLimit } from './file-limit.js';
-import { ReverseProxy } from './proxy.js';
-import { DEFAULT_WWWROOT, StaticFiles } from './static-files.js';
+import { guardRequests, guardUpgrades } from './guard.js';
+import { ReverseProxy, type ProxyOptions } from './proxy.js';
+import { DEFAULT_WWWROOT, StaticFiles, type StaticOptions } from './static-files.js';
 import { sendText } from './respond.js';
 
 export type HttpConfig = Pick<Config, 'domains' | 'wwwroot' | 'fileLimit' | 'compressionCacheMb' | 'proxies'>;
+
+/** Internal time limits (not flags): the defaults suit production, tests shorten them. */
+export type HttpTimings = Pick<StaticOptions, 'responseIdleMs' | 'slotWaitMs'> & ProxyOptions;
 
 export interface UpgradeTarget {
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
@@ -34,8 +39,9 @@ export class HttpRouter {
   constructor(
     config: HttpConfig,
     private readonly log: Logger,
+    timings: HttpTimings = {},
   ) {
-    this.proxy = new ReverseProxy(config.proxies, log);
+    this.proxy = new ReverseProxy(config.proxies, log, { upstreamTimeoutMs: timings.upstreamTimeoutMs });
     this.fileLimit = new FileLimit(config.fileLimit);
     this.compressionCache = new CompressionCache(config.compressionCacheMb * 1024 * 1024);
     this.files = new StaticFiles({
@@ -43,17 +49,19 @@ export class HttpRouter {
       domains: config.domains,
       fileLimit: this.fileLimit,
       cache: this.compressionCache,
+      responseIdleMs: timings.responseIdleMs,
+      slotWaitMs: timings.slotWaitMs,
     });
   }
 
   /** Serves `server`'s requests here, and its upgrades here or at `endpoint`. */
   attach(server: HttpServer | HttpsServer, endpoint: UpgradeTarget): void {
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res));
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    server.on('request', guardRequests(this.log, (req, res) => this.handle(req, res)));
+    server.on('upgrade', guardUpgrades(this.log, (req, socket, head) => {
       const match = this.proxy.match(req.url);
       if (match) this.proxy.tunnel(req, socket, head, match);
       else endpoint.upgrade(req, socket, head);
-    });
+    }));
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {

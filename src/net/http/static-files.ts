@@ -1,7 +1,8 @@
 // Static files, per domain: `WWWROOT/<host>/<path>` for the configured domains, or WWWROOT
 // itself for any host in local mode. Directory paths serve their index.html. Text-like files
 // go out compressed from the compression cache; plain bodies are streamed, with ranges. Every
-// open file holds a --filelimit slot until it is closed.
+// open file holds a --filelimit slot until it is closed, so neither a client that stops reading
+// nor a full set of slots may last: a stalled download is ended, a wait for a slot is bounded.
 
 import { constants, existsSync, type Stats } from 'node:fs';
 import { open, realpath, type FileHandle } from 'node:fs/promises';
@@ -31,6 +32,13 @@ export const DEFAULT_WWWROOT = path.join(packageRoot(path.dirname(fileURLToPath(
 // O_NONBLOCK: opening a FIFO that slipped into the root must not hang a libuv thread.
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 
+/** A download whose client takes nothing (not one more 64 KiB chunk) for this long is ended. */
+export const RESPONSE_IDLE_MS = 30_000;
+/** A request waits this long for a --filelimit slot, then gets 503. */
+export const SLOT_WAIT_MS = 10_000;
+/** Retry-After of that 503, in seconds. */
+const BUSY_RETRY_AFTER_S = 5;
+
 /** Errors that mean "no such file to serve" rather than a server fault. */
 const NOT_FOUND_CODES = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'ELOOP', 'ENAMETOOLONG']);
 
@@ -48,6 +56,10 @@ export interface StaticOptions {
   domains: readonly string[];
   fileLimit: FileLimit;
   cache: CompressionCache;
+  /** Default RESPONSE_IDLE_MS (tests shorten it). */
+  responseIdleMs?: number;
+  /** Default SLOT_WAIT_MS (tests shorten it). */
+  slotWaitMs?: number;
 }
 
 export class StaticFiles {
@@ -69,7 +81,8 @@ export class StaticFiles {
     const file = await resolveInside(realRoot, segments);
     if (file === undefined) return sendText(res, 404);
 
-    const release = await this.options.fileLimit.acquire();
+    const release = await this.options.fileLimit.acquire(this.options.slotWaitMs ?? SLOT_WAIT_MS);
+    if (release === undefined) return sendText(res, 503, 'Busy: try again shortly', { 'Retry-After': String(BUSY_RETRY_AFTER_S) });
     let handle: FileHandle | undefined;
     let handedOver = false;
     try {
@@ -167,6 +180,11 @@ export class StaticFiles {
     body.once('close', release);
     // On a failed read or a client that went away, pipeline destroys both streams.
     pipeline(body, res, () => {});
+    // Backpressure stops the reads while the client takes nothing; past the idle time the
+    // connection is cut, which ends the pipeline and frees the file and its slot.
+    const idle = setTimeout(() => res.destroy(), this.options.responseIdleMs ?? RESPONSE_IDLE_MS);
+    body.on('data', () => idle.refresh());
+    res.once('close', () => clearTimeout(idle));
     return true;
   }
 }

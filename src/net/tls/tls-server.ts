@@ -8,8 +8,11 @@ import { AcmeCertificates, LETS_ENCRYPT, type RetryPolicy, type SelfAddress } fr
 import { AlpnChallengeResponder } from './alpn-responder.js';
 import { OwnCertificate } from './own-cert.js';
 import { ServingCertificate } from './serving-certificate.js';
+import { REQUEST_TIMEOUTS } from '../http/guard.js';
 
 const MIN_TLS_VERSION = 'TLSv1.2';
+/** A connection that has not finished its handshake by then is dropped (Node's default: 120 s). */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export interface TlsServer {
   server: https.Server;
@@ -30,7 +33,12 @@ export function wantsTls(config: Config): boolean {
 export async function createTlsServer(config: Config, log: Logger, acmeRetry?: RetryPolicy): Promise<TlsServer> {
   const useAcme = config.tlsCert === undefined;
   const responder = new AlpnChallengeResponder();
-  const server = https.createServer({ minVersion: MIN_TLS_VERSION, ...(useAcme ? responder.tlsOptions() : {}) });
+  const server = https.createServer({
+    ...REQUEST_TIMEOUTS,
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    minVersion: MIN_TLS_VERSION,
+    ...(useAcme ? responder.tlsOptions() : {}),
+  });
   // Every handshake but an ACME challenge gets the server's default context, so replacing it
   // changes the certificate for new connections only.
   const serving = new ServingCertificate((pair) => server.setSecureContext({ ...pair, minVersion: MIN_TLS_VERSION }));
