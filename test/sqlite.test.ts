@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { SqliteStore } from '../src/store/sqlite.js';
+import { createServer } from '../src/server.js';
+import { DAY_MS } from '../src/hub/hub.js';
 import { runCli, startServer } from './helpers/server.js';
 import { TestClient } from './helpers/client.js';
 
@@ -54,12 +57,22 @@ test('sqlite store drops channels idle past the expiry, except those kept', asyn
 
 test('sqlite store commits a turn of appends as one batch that settles together', async (t) => {
   const store = new SqliteStore(path.join(tempDir(t), 'h.db'), 100_000);
-  const settled: number[] = [];
-  const all = Array.from({ length: 5_000 }, (_, i) => store.append('c', text(`m${i}`), 1).then(() => settled.push(i)));
+  const sent: string[][] = [[], [], []];
+  const settled: string[][] = [[], [], []];
+  // 1,500 appends over three channels in one turn: one transaction, not one per append.
+  const all = Array.from({ length: 1_500 }, (_, i) => {
+    const m = `m${i}`;
+    sent[i % 3]!.push(m);
+    return store.append(`c${i % 3}`, text(m), 1).then(() => settled[i % 3]!.push(m));
+  });
   await Promise.all(all);
-  assert.equal(settled.length, 5_000);
-  assert.deepEqual(settled, [...settled].sort((a, b) => a - b));
-  assert.equal(store.read('c').length, 5_000);
+  assert.equal(store.stats.commits, 1);
+  // Each channel's appends settle in the order they were called, and are stored in it.
+  assert.deepEqual(settled, sent);
+  sent.forEach((messages, i) => assert.deepEqual(store.read(`c${i}`).map((m) => m.data.toString()), messages));
+  // The next turn is the next transaction.
+  await store.append('c0', text('later'), 2);
+  assert.equal(store.stats.commits, 2);
   await store.close();
 });
 
@@ -73,6 +86,129 @@ test('a file that is not a database stops start-up with an error naming the file
   assert.match(stderr, /--history/);
   assert.ok(stderr.includes(file), stderr);
   assert.deepEqual(fs.readFileSync(file), garbage, 'the file must be left untouched');
+});
+
+test('issue 11.5: a second server on the same file refuses to start, naming it; the files are private', async (t) => {
+  const dir = path.join(tempDir(t), 'made-by-mles');
+  const file = path.join(dir, 'history.db');
+  const first = await startServer(['--history', `sqlite:${file}`]);
+  try {
+    assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+    for (const created of [file, `${file}-wal`]) assert.equal(fs.statSync(created).mode & 0o777, 0o600, created);
+    assert.equal(fs.existsSync(`${file}-shm`), false, 'in exclusive mode the WAL index stays in the process');
+
+    const second = await runCli(['--port', '0', '--history', `sqlite:${file}`]);
+    assert.notEqual(second.code, 0);
+    assert.match(second.stderr, /--history/);
+    assert.ok(second.stderr.includes(`history database ${file} is in use by another mles process`), second.stderr);
+    assert.throws(() => new SqliteStore(file, 10), /is in use by another mles process/);
+
+    // The first server goes on storing as before.
+    const alice = await TestClient.join(first.url, 'alice', 'locked');
+    alice.send('kept');
+    await alice.close();
+    const bob = await TestClient.join(first.url, 'bob', 'locked');
+    assert.equal((await bob.waitFor(2))[1]!.text, 'kept');
+    await bob.close();
+  } finally {
+    assert.equal(await first.stop(), 0);
+  }
+  // The lock goes with the process that held it.
+  const next = await startServer(['--history', `sqlite:${file}`]);
+  assert.equal(await next.stop(), 0);
+});
+
+test('issue 11.5: a failed append fails its own channel only; the rest of the batch commits', async (t) => {
+  const file = path.join(tempDir(t), 'h.db');
+  await new SqliteStore(file, 10).close(); // creates the schema
+  // Refuses the second row of channel "doomed", so its failure comes after one of its rows went in.
+  const db = new Database(file);
+  db.exec(`CREATE TRIGGER doom BEFORE INSERT ON messages WHEN NEW.channel = 'doomed' AND NEW.seq > 0
+           BEGIN SELECT RAISE(ABORT, 'doomed channel refuses'); END`);
+  db.close();
+
+  const store = new SqliteStore(file, 10);
+  const results = await Promise.allSettled([
+    store.append('fine', text('a'), 1),
+    store.append('doomed', text('x'), 1),
+    store.append('doomed', text('y'), 1),
+    store.append('fine', text('b'), 1),
+  ]);
+  assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+  assert.match(String((results[1] as PromiseRejectedResult).reason), /doomed channel refuses/);
+  assert.equal(store.stats.commits, 1, 'one transaction: the failure did not split the batch');
+  assert.deepEqual(store.read('doomed'), [], 'the row that went in was taken back');
+  // Both channels go on from what is stored: "doomed" takes its first row again.
+  await Promise.all([store.append('doomed', text('z'), 2), store.append('fine', text('c'), 2)]);
+  await store.close();
+
+  const reopened = new SqliteStore(file, 10);
+  assert.deepEqual(reopened.read('fine').map((m) => m.data.toString()), ['a', 'b', 'c']);
+  assert.deepEqual(reopened.read('doomed').map((m) => m.data.toString()), ['z']);
+  await reopened.close();
+});
+
+test('issue 11.2: every read of a channel shares its Message objects; the cache follows appends, trims and expiry', async (t) => {
+  const file = path.join(tempDir(t), 'h.db');
+  const texts = (messages: Array<{ data: Buffer }>): string[] => messages.map((m) => m.data.toString());
+  const store = new SqliteStore(file, 3);
+  await Promise.all([store.append('c', text('a'), 1_000), store.append('c', text('b'), 1_000)]);
+  const first = store.read('c');
+  const second = store.read('c');
+  assert.deepEqual(texts(first), ['a', 'b']);
+  first.forEach((message, i) => assert.equal(second[i], message, 'the same object, payload and all'));
+
+  const d = text('d');
+  await Promise.all([store.append('c', text('c'), 1_000), store.append('c', d, 1_000)]); // --limit 3 trims 'a'
+  const third = store.read('c');
+  assert.deepEqual(texts(third), ['b', 'c', 'd']);
+  assert.equal(third[0], first[1], 'a kept message is still the object read before');
+  assert.equal(third[2], d, 'an appended message is the object appended');
+
+  await store.append('other', text('o'), 5_000);
+  assert.deepEqual(store.expire(2_000, () => false), ['c']);
+  assert.deepEqual(store.read('c'), []);
+  await store.append('c', text('again'), 6_000);
+  assert.deepEqual(texts(store.read('c')), ['again']);
+  await store.close();
+
+  // What the cache served is what the database holds.
+  const reopened = new SqliteStore(file, 3);
+  assert.deepEqual(texts(reopened.read('c')), ['again']);
+  assert.deepEqual(texts(reopened.read('other')), ['o']);
+  await reopened.close();
+});
+
+test('issue 11.2: the read cache is bounded; the least recently read channel is read again from the database', async (t) => {
+  // Room for two of these channels, not three, whatever a cached message costs besides its payload.
+  const store = new SqliteStore(path.join(tempDir(t), 'h.db'), 10, { cacheBytes: 25_000 });
+  await Promise.all(['a', 'b', 'c'].map((name) => store.append(name, text(name.repeat(10_000)), 1)));
+  const [a] = store.read('a');
+  const [b] = store.read('b');
+  assert.equal(store.read('a')[0], a, 'a and b fit');
+  store.read('c'); // pushes out b, the least recently read
+  assert.equal(store.read('a')[0], a);
+  const [bAgain] = store.read('b');
+  assert.notEqual(bAgain, b);
+  assert.deepEqual(bAgain, b);
+  await store.close();
+});
+
+test('issue 11.13: a channel idle for over 30 days is expired as soon as a server starts on the file', async (t) => {
+  const file = path.join(tempDir(t), 'history.db');
+  const store = new SqliteStore(file, 10);
+  await Promise.all([
+    store.append('stale', text('old'), Date.now() - 31 * DAY_MS),
+    store.append('fresh', text('new'), Date.now() - 29 * DAY_MS),
+  ]);
+  await store.close();
+  const server = await createServer({ port: 0, history: `sqlite:${file}` });
+  try {
+    assert.deepEqual(await server.hub.store.read('stale'), []);
+    assert.equal((await server.hub.store.read('fresh')).length, 1);
+  } finally {
+    await server.close();
+  }
 });
 
 test('the CLI keeps history in SQLite by default and prints where', async () => {

@@ -24,6 +24,8 @@ import { sessionKeyOf } from './scripts.js';
 export interface ClusterHubOptions {
   redisUrl: string;
   limit: number;
+  /** History payload bytes kept per channel (--history-bytes); 0: no byte cap. */
+  historyBytes: number;
   log: Logger;
   /** How long a dead node's sessions block their (uid, channel, auth) [default 30 s]. */
   sessionTtlMs?: number;
@@ -60,6 +62,7 @@ export class ClusterHub extends Hub {
     this.engine = new RedisEngine({
       url: options.redisUrl,
       limit: options.limit,
+      historyBytes: options.historyBytes,
       expirySeconds: Math.ceil((options.idleExpiryMs ?? 30 * DAY_MS) / 1000),
       sessionTtlMs,
       log: options.log,

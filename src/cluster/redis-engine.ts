@@ -16,6 +16,8 @@ export interface EngineOptions {
   url: string;
   /** History kept per channel (--limit). */
   limit: number;
+  /** History payload bytes kept per channel (--history-bytes); 0: no byte cap. */
+  historyBytes: number;
   /** A channel idle this long loses its history (spec section 3: 30 days). */
   expirySeconds: number;
   /** A session key lives this long unless its node refreshes it. */
@@ -79,10 +81,10 @@ export class RedisEngine {
   constructor(private readonly options: EngineOptions, private readonly events: EngineEvents) {
     this.commands = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}` }) as Redis & ScriptCommands;
     this.subscriber = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}-sub` });
-    this.commands.defineCommand('mlesPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT });
-    this.commands.defineCommand('mlesJoin', { numberOfKeys: 3, lua: JOIN_SCRIPT });
+    this.commands.defineCommand('mlesPublish', { numberOfKeys: 3, lua: PUBLISH_SCRIPT });
+    this.commands.defineCommand('mlesJoin', { numberOfKeys: 4, lua: JOIN_SCRIPT });
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT });
-    this.commands.defineCommand('mlesReseed', { numberOfKeys: 2, lua: RESEED_SCRIPT });
+    this.commands.defineCommand('mlesReseed', { numberOfKeys: 3, lua: RESEED_SCRIPT });
     this.watch(this.commands, 'commands');
     this.watch(this.subscriber, 'subscriber');
     this.subscriber.on('messageBuffer', (live: Buffer, payload: Buffer) => {
@@ -99,6 +101,11 @@ export class RedisEngine {
 
   private keys(channel: string): ChannelKeys {
     return channelKeys(channel, this.commands.options.db ?? 0);
+  }
+
+  /** The arguments every script that adds to a history takes: limit, byte cap, expiry. */
+  private caps(): [number, number, number] {
+    return [this.options.limit, this.options.historyBytes, this.options.expirySeconds];
   }
 
   /** Connects both connections; false if Redis did not answer within `timeoutMs` (it keeps trying). */
@@ -148,10 +155,10 @@ export class RedisEngine {
   /** The atomic join (see JOIN_SCRIPT); null if the session is joined elsewhere. */
   async join(channel: string, triplet: string, token: string, frame: Message): Promise<JoinResult | null> {
     this.flushChannel(channel); // this node's earlier messages on the channel come first
-    const { seq, history } = this.keys(channel);
+    const { seq, history, bytes } = this.keys(channel);
     const reply = await this.commands.mlesJoinBuffer(
-      sessionKeyOf(channel, triplet), seq, history,
-      token, this.options.sessionTtlMs, encodeEntry(frame), this.options.limit, this.options.expirySeconds,
+      sessionKeyOf(channel, triplet), seq, history, bytes,
+      token, this.options.sessionTtlMs, encodeEntry(frame), ...this.caps(),
     );
     return reply === null ? null : { seq: Number(reply[0]), history: reply[1] };
   }
@@ -180,8 +187,8 @@ export class RedisEngine {
 
   /** Restores a channel's history if Redis lost it (see RESEED_SCRIPT). */
   async reseed(channel: string, lastSeq: number, history: Message[]): Promise<number> {
-    const { seq, history: list } = this.keys(channel);
-    return this.commands.mlesReseed(seq, list, lastSeq, this.options.limit, this.options.expirySeconds, ...history.map(encodeEntry));
+    const { seq, history: list, bytes } = this.keys(channel);
+    return this.commands.mlesReseed(seq, list, bytes, lastSeq, ...this.caps(), ...history.map(encodeEntry));
   }
 
   /** (Re)claims session keys for this node, e.g. after an outage. */
@@ -218,8 +225,8 @@ export class RedisEngine {
   }
 
   private append(channel: string, items: OutgoingMessage[], kind: BatchKind): void {
-    const { seq, history, live } = this.keys(channel);
-    const args: Arg[] = [seq, history, this.options.limit, this.options.expirySeconds, live, batchHeader(this.nodeId, kind)];
+    const { seq, history, bytes, live } = this.keys(channel);
+    const args: Arg[] = [seq, history, bytes, ...this.caps(), live, batchHeader(this.nodeId, kind)];
     for (const { origin, message, guard } of items) args.push(origin, guard?.key ?? '', guard?.token ?? '', encodeEntry(message));
     this.commands.mlesPublish(...args).catch((error: unknown) => {
       this.options.log.debug({ err: error, channel }, 'cluster append failed');

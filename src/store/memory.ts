@@ -1,57 +1,42 @@
-// In-memory history: a ring buffer per channel. Fast and simple; forgets everything on restart.
+// In-memory history: a History per channel, trimmed by count and bytes. Fast and simple;
+// forgets everything on restart.
 
-import type { HistoryStore, Message } from './store.js';
+import { History } from './history.js';
+import type { HistoryLimits, HistoryStore, Message } from './store.js';
 
-class Ring {
-  private readonly items: Message[] = [];
-  private start = 0; // index of the oldest item once the ring is full
-  lastActive = 0;
-
-  constructor(private readonly limit: number) {}
-
-  push(message: Message): void {
-    if (this.items.length < this.limit) {
-      this.items.push(message);
-    } else {
-      this.items[this.start] = message;
-      this.start = (this.start + 1) % this.limit;
-    }
-  }
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  toArray(): Message[] {
-    return this.start === 0
-      ? this.items.slice()
-      : this.items.slice(this.start).concat(this.items.slice(0, this.start));
-  }
+interface Kept {
+  readonly history: History;
+  lastActive: number;
 }
 
 export class MemoryStore implements HistoryStore {
-  private readonly channels = new Map<string, Ring>();
+  private readonly channels = new Map<string, Kept>();
+  private readonly limits: HistoryLimits;
 
-  constructor(private readonly limit: number) {}
+  /** Keeps the newest `limit` messages per channel, and at most `historyBytes` payload bytes (0 or absent: no byte cap). */
+  constructor(limit: number, options: { historyBytes?: number } = {}) {
+    this.limits = { limit, historyBytes: options.historyBytes ?? 0 };
+  }
 
   append(channel: string, message: Message, now: number): void {
-    let ring = this.channels.get(channel);
-    if (!ring) {
-      ring = new Ring(this.limit);
-      this.channels.set(channel, ring);
+    let kept = this.channels.get(channel);
+    if (!kept) {
+      kept = { history: new History(), lastActive: now };
+      this.channels.set(channel, kept);
     }
-    ring.push(message);
-    ring.lastActive = now;
+    kept.history.push(message);
+    kept.history.trim(this.limits);
+    kept.lastActive = now;
   }
 
   read(channel: string): Message[] {
-    return this.channels.get(channel)?.toArray() ?? [];
+    return this.channels.get(channel)?.history.toArray() ?? [];
   }
 
   expire(before: number, keep: (channel: string) => boolean): string[] {
     const dropped: string[] = [];
-    for (const [name, ring] of this.channels) {
-      if (ring.lastActive < before && !keep(name)) {
+    for (const [name, kept] of this.channels) {
+      if (kept.lastActive < before && !keep(name)) {
         this.channels.delete(name);
         dropped.push(name);
       }
@@ -61,7 +46,7 @@ export class MemoryStore implements HistoryStore {
 
   countMessages(): number {
     let count = 0;
-    for (const ring of this.channels.values()) count += ring.size;
+    for (const kept of this.channels.values()) count += kept.history.size;
     return count;
   }
 

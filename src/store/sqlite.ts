@@ -1,27 +1,51 @@
 // Durable history in an embedded SQLite database (better-sqlite3, WAL).
 //
 // Appends are group-committed: every append of one event-loop turn (capped at MAX_BATCH rows)
-// goes into one transaction, and all of them settle together when it commits. The hub delivers
-// a message only after its append settled, so what anyone received is on disk. WAL with
-// synchronous=NORMAL survives a killed process (SIGKILL, crash), not a power loss.
+// goes into one transaction. Inside it each channel's appends are a savepoint of their own, so a
+// failure (a constraint or a trigger, say) rolls back and rejects that channel's appends only; the
+// others commit. The hub delivers a message only after its append settled, so what anyone
+// received is on disk. WAL with synchronous=NORMAL survives a killed process (SIGKILL, crash),
+// not a power loss.
+//
+// The database is this process's alone: it is opened in exclusive locking mode and a second
+// server on the same file is refused at start-up (two writers would collide on sequence numbers
+// and lose messages). That also makes this process's view of each channel (next sequence number,
+// row count, payload bytes) authoritative, so it is kept in memory.
+//
+// Reads come from a cache of recently read channels' histories, kept in step with every commit:
+// every joiner of a channel gets the same Message objects instead of a copy of the history each.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import type { HistoryStore, Message } from './store.js';
+import { History } from './history.js';
+import { overLimits, type HistoryLimits, type HistoryStore, type Message } from './store.js';
 
 /** Rows per transaction before a batch is committed without waiting for the turn to end. */
 const MAX_BATCH = 2_000;
+/** What a cached message costs besides its payload: its share of the objects that keep it. */
+const ENTRY_COST = 128;
+/** The read cache's smallest default budget. */
+const MIN_CACHE_BYTES = 64 * 1024 * 1024;
 
-interface Pending {
-  channel: string;
-  message: Message;
-  now: number;
+export interface SqliteOptions {
+  /** Payload bytes kept per channel (`--history-bytes`); 0 or absent: no byte cap. */
+  historyBytes?: number;
+  /**
+   * What the read cache may hold (payload bytes + 128 per message). Default: 64 MiB, or one
+   * channel full to both limits if that is more; a channel bigger than this is read per join.
+   */
+  cacheBytes?: number;
 }
 
 export class StoreOpenError extends Error {
   constructor(readonly file: string, cause: unknown) {
-    super(`cannot open history database ${file}: ${(cause as Error).message ?? String(cause)}`);
+    super(
+      (cause as { code?: unknown }).code === 'SQLITE_BUSY'
+        ? `history database ${file} is in use by another mles process (give each server its own --history)`
+        : `cannot open history database ${file}: ${(cause as Error).message ?? String(cause)}`,
+      { cause },
+    );
     this.name = 'StoreOpenError';
   }
 }
@@ -41,14 +65,28 @@ const SCHEMA = `
   ) WITHOUT ROWID;
 `;
 
+/** History is people's messages: a database this server creates is readable by its user only. */
+function createPrivately(file: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  // 'a' creates a missing file (with this mode) and leaves an existing one as it is.
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
+}
+
 function openDatabase(file: string): Database.Database {
   let db: Database.Database | undefined;
   try {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    db = new Database(file);
-    // better-sqlite3 opens any file; the first statement is what finds out it is not a database.
+    createPrivately(file);
+    // No busy wait: the only other holder of the lock can be another server, and it keeps it.
+    db = new Database(file, { timeout: 0 });
+    // Exclusive before WAL is first used: SQLite then keeps the WAL index in this process's
+    // memory (no -shm file for another process to share) and never releases the lock it takes.
+    db.pragma('locking_mode = EXCLUSIVE');
+    // better-sqlite3 opens any file; the first statement is what finds out it is not a database
+    // (or that another server holds it).
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
+    // Take the write lock now, at start-up, rather than at the first append.
+    db.exec('BEGIN EXCLUSIVE; COMMIT');
     db.exec(SCHEMA);
     db.prepare('SELECT count(*) FROM channels').get();
     return db;
@@ -58,55 +96,119 @@ function openDatabase(file: string): Database.Database {
   }
 }
 
+/** One channel's appends of one batch: they commit or fail together, and settle one promise. */
+interface ChannelBatch {
+  readonly messages: Message[];
+  /** When the newest of them was appended: the channel's last activity. */
+  now: number;
+  readonly settled: Promise<void>;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+function channelBatch(now: number): ChannelBatch {
+  let resolve!: () => void;
+  let reject!: (error: unknown) => void;
+  const settled = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { messages: [], now, settled, resolve, reject };
+}
+
+/** What the database holds of a channel: its rows are seq next-count .. next-1. */
+interface ChannelState {
+  next: number;
+  count: number;
+  bytes: number;
+}
+
+/** A channel's part of a commit: its new state and how many of its oldest rows were trimmed. */
+type Outcome = { ok: true; state: ChannelState; trimmed: number } | { ok: false; error: unknown };
+
 export class SqliteStore implements HistoryStore {
+  /** Transactions committed: all appends of a turn share one. */
+  readonly stats = { commits: 0 };
   private readonly db: Database.Database;
-  private readonly nextSeq = new Map<string, number>();
-  private pending: Pending[] = [];
-  private batch: Promise<void> | undefined;
-  private settleBatch: ((error?: unknown) => void) | undefined;
+  private readonly limits: HistoryLimits;
+  private readonly cache: ReadCache;
+  /** Channels' states as of the last commit, loaded when first appended to. */
+  private readonly states = new Map<string, ChannelState>();
+  private pending = new Map<string, ChannelBatch>();
+  private pendingRows = 0;
   private flushScheduled = false;
   private readonly statements;
+  /** Commits a batch: one transaction, a savepoint in it per channel. */
+  private readonly commitBatch: (batches: Map<string, ChannelBatch>) => Map<string, Outcome>;
 
-  constructor(readonly file: string, private readonly limit: number) {
+  constructor(readonly file: string, limit: number, options: SqliteOptions = {}) {
+    this.limits = { limit, historyBytes: options.historyBytes ?? 0 };
+    const fullChannel = this.limits.historyBytes > 0 ? this.limits.historyBytes + limit * ENTRY_COST : 0;
+    this.cache = new ReadCache(options.cacheBytes ?? Math.max(MIN_CACHE_BYTES, fullChannel));
     this.db = openDatabase(file);
     this.statements = {
       insert: this.db.prepare('INSERT INTO messages (channel, seq, binary, data) VALUES (?, ?, ?, ?)'),
+      // length() of a blob reads the row's header, not the payload.
+      bytesBefore: this.db.prepare('SELECT coalesce(sum(length(data)), 0) FROM messages WHERE channel = ? AND seq < ?').pluck(),
+      sizesFrom: this.db.prepare('SELECT length(data) FROM messages WHERE channel = ? AND seq >= ? ORDER BY seq').pluck(),
       trim: this.db.prepare('DELETE FROM messages WHERE channel = ? AND seq < ?'),
       upsertChannel: this.db.prepare(
         'INSERT INTO channels (name, last_active, next_seq) VALUES (?, ?, ?) ' +
           'ON CONFLICT(name) DO UPDATE SET last_active = excluded.last_active, next_seq = excluded.next_seq',
       ),
       channelSeq: this.db.prepare('SELECT next_seq FROM channels WHERE name = ?').pluck(),
-      read: this.db.prepare('SELECT binary, data FROM messages WHERE channel = ? ORDER BY seq'),
+      channelSize: this.db.prepare('SELECT count(*), coalesce(sum(length(data)), 0) FROM messages WHERE channel = ?').raw(),
+      read: this.db.prepare('SELECT binary, data FROM messages WHERE channel = ? ORDER BY seq').raw(),
       idle: this.db.prepare('SELECT name FROM channels WHERE last_active < ?').pluck(),
       dropMessages: this.db.prepare('DELETE FROM messages WHERE channel = ?'),
       dropChannel: this.db.prepare('DELETE FROM channels WHERE name = ?'),
       count: this.db.prepare('SELECT count(*) FROM messages').pluck(),
     };
+    // Called inside a transaction, a better-sqlite3 transaction function is a savepoint.
+    const appendChannel = this.db.transaction((channel: string, batch: ChannelBatch) => this.appendChannel(channel, batch));
+    this.commitBatch = this.db.transaction((batches: Map<string, ChannelBatch>) => {
+      const outcomes = new Map<string, Outcome>();
+      for (const [channel, batch] of batches) {
+        try {
+          outcomes.set(channel, { ok: true, ...appendChannel(channel, batch) });
+        } catch (error) {
+          // Some errors (disk full, I/O) make SQLite roll back the whole transaction; then no
+          // channel's appends are stored and all of them must fail.
+          if (!this.db.inTransaction) throw error;
+          outcomes.set(channel, { ok: false, error });
+        }
+      }
+      return outcomes;
+    });
   }
 
   append(channel: string, message: Message, now: number): Promise<void> {
-    this.pending.push({ channel, message, now });
-    if (!this.batch) {
-      this.batch = new Promise<void>((resolve, reject) => {
-        this.settleBatch = (error) => (error === undefined ? resolve() : reject(error));
-      });
+    let batch = this.pending.get(channel);
+    if (!batch) {
+      batch = channelBatch(now);
+      this.pending.set(channel, batch);
     }
-    const batch = this.batch;
-    if (this.pending.length >= MAX_BATCH) this.flush();
+    batch.messages.push(message);
+    batch.now = now;
+    if (++this.pendingRows >= MAX_BATCH) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
-    return batch;
+    return batch.settled;
   }
 
   read(channel: string): Message[] {
     this.flush(); // a read sees every append called before it
-    return (this.statements.read.all(channel) as Array<{ binary: number; data: Buffer }>).map((row) => ({
-      data: row.data,
-      binary: row.binary === 1,
-    }));
+    let history = this.cache.get(channel);
+    if (!history) {
+      history = new History();
+      for (const [binary, data] of this.statements.read.all(channel) as Array<[number, Buffer]>) {
+        history.push({ data, binary: binary === 1 });
+      }
+      this.cache.add(channel, history);
+    }
+    return history.toArray();
   }
 
   expire(before: number, keep: (channel: string) => boolean): string[] {
@@ -116,9 +218,12 @@ export class SqliteStore implements HistoryStore {
       for (const name of idle) {
         this.statements.dropMessages.run(name);
         this.statements.dropChannel.run(name);
-        this.nextSeq.delete(name);
       }
     })();
+    for (const name of idle) {
+      this.states.delete(name);
+      this.cache.delete(name);
+    }
     return idle;
   }
 
@@ -128,50 +233,150 @@ export class SqliteStore implements HistoryStore {
 
   async close(): Promise<void> {
     this.flush();
+    this.cache.clear();
     this.db.close();
   }
 
-  /** Commits every pending append in one transaction and settles their shared promise. */
+  /** Commits every pending append in one transaction and settles each channel's promise. */
   private flush(): void {
     this.flushScheduled = false;
-    if (this.pending.length === 0) return;
-    const rows = this.pending;
-    const settle = this.settleBatch!;
-    this.pending = [];
-    this.batch = undefined;
-    this.settleBatch = undefined;
+    if (this.pending.size === 0) return;
+    const batches = this.pending;
+    this.pending = new Map();
+    this.pendingRows = 0;
+    let outcomes: Map<string, Outcome>;
     try {
-      this.commit(rows);
-      settle();
+      outcomes = this.commitBatch(batches);
     } catch (error) {
-      this.nextSeq.clear(); // the cached sequence numbers may be ahead of what was committed
-      settle(error);
+      // The transaction as a whole failed: nothing of it is stored, and the states are as before.
+      for (const batch of batches.values()) batch.reject(error);
+      return;
+    }
+    this.stats.commits++;
+    for (const [channel, batch] of batches) {
+      const outcome = outcomes.get(channel)!;
+      if (!outcome.ok) {
+        batch.reject(outcome.error);
+        continue;
+      }
+      this.states.set(channel, outcome.state);
+      this.cache.committed(channel, batch.messages, outcome.trimmed);
+      batch.resolve();
     }
   }
 
-  private commit(rows: Pending[]): void {
-    this.db.transaction(() => {
-      const touched = new Map<string, number>();
-      for (const { channel, message, now } of rows) {
-        const seq = this.seqFor(channel);
-        this.statements.insert.run(channel, seq, message.binary ? 1 : 0, message.data);
-        this.nextSeq.set(channel, seq + 1);
-        touched.set(channel, now);
-      }
-      for (const [channel, now] of touched) {
-        const next = this.nextSeq.get(channel)!;
-        this.statements.upsertChannel.run(channel, now, next);
-        this.statements.trim.run(channel, next - this.limit);
-      }
-    })();
+  /** Inserts a channel's batch and trims it; works on a copy of its state, kept once committed. */
+  private appendChannel(channel: string, batch: ChannelBatch): { state: ChannelState; trimmed: number } {
+    const state = { ...this.stateOf(channel) };
+    for (const message of batch.messages) {
+      this.statements.insert.run(channel, state.next++, message.binary ? 1 : 0, message.data);
+      state.count++;
+      state.bytes += message.data.length;
+    }
+    this.statements.upsertChannel.run(channel, batch.now, state.next);
+    return { state, trimmed: this.trim(channel, state) };
   }
 
-  private seqFor(channel: string): number {
-    let seq = this.nextSeq.get(channel);
-    if (seq === undefined) {
-      seq = (this.statements.channelSeq.get(channel) as number | undefined) ?? 0;
-      this.nextSeq.set(channel, seq);
+  /**
+   * Deletes the channel's oldest rows while it is over the limits (see overLimits): first those
+   * beyond --limit, in one go, then one by one while over the byte cap. Its rows are contiguous
+   * (seq next-count .. next-1), so the first one to keep is a sequence number.
+   */
+  private trim(channel: string, state: ChannelState): number {
+    const first = state.next - state.count;
+    let keep = first;
+    if (state.count > this.limits.limit) {
+      keep += state.count - this.limits.limit;
+      state.bytes -= this.statements.bytesBefore.get(channel, keep) as number;
+      this.statements.trim.run(channel, keep);
+      state.count = this.limits.limit;
     }
-    return seq;
+    if (overLimits(this.limits, state.count, state.bytes)) {
+      for (const size of this.statements.sizesFrom.iterate(channel, keep) as Iterable<number>) {
+        state.count--;
+        state.bytes -= size;
+        keep++;
+        if (!overLimits(this.limits, state.count, state.bytes)) break;
+      }
+      this.statements.trim.run(channel, keep);
+    }
+    return keep - first;
   }
+
+  private stateOf(channel: string): ChannelState {
+    let state = this.states.get(channel);
+    if (!state) {
+      const [count, bytes] = this.statements.channelSize.get(channel) as [number, number];
+      state = { next: (this.statements.channelSeq.get(channel) as number | undefined) ?? 0, count, bytes };
+      this.states.set(channel, state);
+    }
+    return state;
+  }
+}
+
+/**
+ * Recently read channels' histories, shared by every read of them. Bounded by what its messages
+ * cost (payload + ENTRY_COST each): the least recently read channels go first.
+ */
+class ReadCache {
+  /** In order of use, least recent first (a Map iterates in insertion order). */
+  private readonly entries = new Map<string, History>();
+  private cost = 0;
+
+  constructor(private readonly budget: number) {}
+
+  get(channel: string): History | undefined {
+    const history = this.entries.get(channel);
+    if (history) {
+      this.entries.delete(channel);
+      this.entries.set(channel, history);
+    }
+    return history;
+  }
+
+  add(channel: string, history: History): void {
+    if (costOf(history) > this.budget) return; // it would only push out everything else
+    this.entries.set(channel, history);
+    this.cost += costOf(history);
+    this.evict();
+  }
+
+  /** A commit appended `messages` to `channel` and trimmed its `trimmed` oldest: follow it. */
+  committed(channel: string, messages: Message[], trimmed: number): void {
+    const history = this.entries.get(channel);
+    if (!history) return;
+    this.cost -= costOf(history);
+    for (const message of messages) history.push(message);
+    for (let i = 0; i < trimmed; i++) history.dropOldest();
+    if (costOf(history) > this.budget) {
+      this.entries.delete(channel);
+      return;
+    }
+    this.cost += costOf(history);
+    this.evict();
+  }
+
+  delete(channel: string): void {
+    const history = this.entries.get(channel);
+    if (!history) return;
+    this.entries.delete(channel);
+    this.cost -= costOf(history);
+  }
+
+  clear(): void {
+    this.entries.clear();
+    this.cost = 0;
+  }
+
+  private evict(): void {
+    for (const [channel, history] of this.entries) {
+      if (this.cost <= this.budget) return;
+      this.entries.delete(channel);
+      this.cost -= costOf(history);
+    }
+  }
+}
+
+function costOf(history: History): number {
+  return history.bytes + history.size * ENTRY_COST;
 }

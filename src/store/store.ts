@@ -9,14 +9,37 @@ export interface Message {
 
 export type MaybePromise<T> = T | Promise<T>;
 
+/** How much history a store keeps per channel. */
+export interface HistoryLimits {
+  /** Messages kept (`--limit`). */
+  readonly limit: number;
+  /** Payload bytes kept (`--history-bytes`); 0: no byte cap. */
+  readonly historyBytes: number;
+}
+
+/**
+ * The one trimming rule of every store (the cluster's Lua in src/cluster/scripts.ts mirrors it):
+ * a channel's oldest message goes while the channel holds more than `limit` messages, or more
+ * than `historyBytes` payload bytes and more than one message. So the newest messages are kept,
+ * and a single message larger than the byte cap is still kept, alone, as the newest: a newcomer
+ * sees the channel's latest message even if it is a big one (it was within --max-message-size).
+ */
+export function overLimits(limits: HistoryLimits, count: number, bytes: number): boolean {
+  return count > limits.limit || (limits.historyBytes > 0 && count > 1 && bytes > limits.historyBytes);
+}
+
 export interface HistoryStore {
   /**
-   * Appends `message` to `channel`'s history, keeping the newest `limit` messages, and marks the
-   * channel active at `now`. Settles once the message is stored as durably as the store can.
-   * A store applies appends and reads of one channel in the order they are called.
+   * Appends `message` to `channel`'s history, trimmed by overLimits, and marks the channel
+   * active at `now`. Settles once the message is stored as durably as the store can; a failure
+   * concerns this channel's appends only. A store applies appends and reads of one channel in
+   * the order they are called.
    */
   append(channel: string, message: Message, now: number): MaybePromise<void>;
-  /** The channel's history, oldest first, including every append called before this read. */
+  /**
+   * The channel's history, oldest first, including every append called before this read. The
+   * Message objects may be shared with other readers and the store: never modify them.
+   */
   read(channel: string): MaybePromise<Message[]>;
   /** Drops the history of every channel idle since before `before` for which `keep` is false. */
   expire(before: number, keep: (channel: string) => boolean): MaybePromise<string[]>;
