@@ -44,10 +44,11 @@ export interface MlesServer {
 const CRASHED: CloseReason = { code: CloseCode.internalError, reason: 'internal server error: restarting' };
 
 function openStore(config: Config): HistoryStore {
-  if (config.history === 'memory') return new MemoryStore(config.limit);
+  const caps = { historyBytes: config.historyBytes };
+  if (config.history === 'memory') return new MemoryStore(config.limit, caps);
   const file = path.resolve(config.history.slice('sqlite:'.length));
   try {
-    return new SqliteStore(file, config.limit);
+    return new SqliteStore(file, config.limit, caps);
   } catch (error) {
     throw new ConfigError('--history', (error as Error).message);
   }
@@ -70,6 +71,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   const cluster = config.redis === undefined ? undefined : new ClusterHub({
     redisUrl: config.redis,
     limit: config.limit,
+    historyBytes: config.historyBytes,
     log,
     ...(process.env.MLES_CLUSTER_TTL_MS ? { sessionTtlMs: Number(process.env.MLES_CLUSTER_TTL_MS) } : {}),
   });
@@ -85,6 +87,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     ...(now ? { now } : {}),
     onError: (err, context) => log.error({ err, context }, 'history store failed'),
     dedupCapacity: Math.max(config.limit, 4096),
+    peerKey: config.peerKey,
   });
   const endpoint = new MlesEndpoint(hub, config, log);
 
@@ -102,24 +105,34 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     peers: config.peers,
     uid: config.peerUid ?? defaultPeerUid(listener.port),
     key: config.key,
+    peerKey: config.peerKey,
     maxBuffered: config.maxBuffered,
     maxMessageSize: config.maxMessageSize,
   }, log);
   if (peers) hub.onUsersChanged = (channel, users) => peers.usersChanged(channel, users);
 
-  const expiryTimer = setInterval(() => {
+  const expireIdle = (): void => {
     Promise.resolve(hub.expireIdle()).then(
       (dropped) => dropped.length > 0 && log.info({ channels: dropped.length }, 'expired idle channels'),
       (err: unknown) => log.error({ err }, 'history expiry failed'),
     );
-  }, DAY_MS);
+  };
+  // At start-up too: a server restarted more often than daily would otherwise never expire anything.
+  expireIdle();
+  const expiryTimer = setInterval(expireIdle, DAY_MS);
   expiryTimer.unref();
 
   let closing: Promise<void> | undefined;
   const admin = await startAdminIfAsked(config, { hub, endpoint, http: router, cluster: cluster?.cluster }, () => closing === undefined, log).catch(
-    (error: unknown) => {
+    async (error: unknown) => {
+      // Release everything taken so far, the database lock included, so the caller may retry.
+      clearInterval(expiryTimer);
       peers?.close();
-      void listener.close();
+      endpoint.close();
+      listener.closeAllConnections();
+      await listener.close();
+      await store.close();
+      await cluster?.close();
       throw error;
     },
   );

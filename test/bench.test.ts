@@ -1,9 +1,12 @@
 // Smoke test of the benchmark harness (`npm run bench`): a tiny quick run against every target
 // must complete, exit 0, and produce plausible figures with no loss at a low fixed rate. It names
-// every target, the opt-in cluster ones included.
+// every target, the opt-in cluster ones included. The CPU figures are checked where they must
+// read more than zero: a process that burns a known CPU time, and a server run at full rate.
 
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +14,7 @@ import { runToEnd, type Finished } from './helpers/server.js';
 import { hasProgram, requirePrograms } from './helpers/programs.js';
 import type { BenchReport, CaseResult } from '../bench/report.js';
 import { TARGET_NAMES, type TargetName } from '../bench/targets/index.js';
+import { CpuWindow } from '../bench/measure.js';
 
 /** The Debian package (and program) a target needs, where it needs one. */
 const PROGRAMS: Partial<Record<TargetName, string>> = {
@@ -20,6 +24,60 @@ const PROGRAMS: Partial<Record<TargetName, string>> = {
 function runBench(args: string[]): Promise<Finished> {
   return runToEnd(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args]);
 }
+
+/** Runs the bench with `args` into a temporary directory and returns its JSON report. */
+async function benchReport(t: TestContext, args: string[]): Promise<BenchReport> {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-test-'));
+  t.after(() => fs.rmSync(out, { recursive: true, force: true }));
+  const { code, stderr } = await runBench([...args, '--out', out]);
+  assert.equal(code, 0, `bench failed:\n${stderr}`);
+  const json = fs.readdirSync(out).find((f) => f.endsWith('.json'));
+  assert.ok(json, 'no JSON result');
+  return JSON.parse(fs.readFileSync(path.join(out, json), 'utf8')) as BenchReport;
+}
+
+// A child that, told "go" on stdin, burns BURN_MS of its own CPU time (not wall time, so a busy
+// machine cannot shorten it), says "done" and idles until it is killed.
+const BURN_MS = 300;
+const BURNER = `
+process.stdin.once('data', () => {
+  const start = process.cpuUsage();
+  for (;;) {
+    const used = process.cpuUsage(start);
+    if (used.user + used.system >= ${BURN_MS * 1000}) break;
+  }
+  process.stdout.write('done');
+  setInterval(() => {}, 1000);
+});
+process.stdout.write('ready');
+`;
+
+test('the CPU measure reads what a process burned, in µs, from its own pid', async (t) => {
+  const child = spawn(process.execPath, ['-e', BURNER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => child.kill('SIGKILL'));
+  await once(child.stdout, 'data'); // ready: its start-up CPU is behind it
+  const window = new CpuWindow([child.pid!]);
+  child.stdin.write('go');
+  await once(child.stdout, 'data'); // done
+  const { cpuUs } = window.stop();
+  // /proc counts in clock ticks (10 ms): allow a few either way, and no unit mix-up (ms, ticks).
+  assert.ok(cpuUs >= (BURN_MS - 50) * 1000 && cpuUs <= (BURN_MS + 100) * 1000, `measured ${cpuUs} µs for ${BURN_MS} ms burned`);
+});
+
+test('npm run bench at full rate: the server\'s CPU per delivery is measured (more than zero)', async (t) => {
+  // Half a second of a saturated server is tens of clock ticks: a zero here means the figure is
+  // not measured (or not the server's), which a low-rate run cannot tell from a cheap server.
+  const report = await benchReport(t, [
+    '--quick', '--targets', 'mles', '--scenarios', 'fanout', '--rate', 'max', '--subscribers', '5',
+    '--warmup', '0.2', '--duration', '0.5',
+  ]);
+  const result = report.cases.find((c) => c.scenario === 'fanout')!.results[0]!;
+  assert.equal(result.status, 'ok', result.note);
+  const m = result.metrics!;
+  assert.ok(m.deliveriesPerSec > 0, `deliveries/s ${m.deliveriesPerSec}`);
+  assert.ok(m.serverCpuUsPerDelivery > 0 && Number.isFinite(m.serverCpuUsPerDelivery), `cpu ${m.serverCpuUsPerDelivery}`);
+  assert.ok(m.serverCpuPct > 0, `cpu ${m.serverCpuPct} %`);
+});
 
 test('npm run bench -- --quick, tiny: a result per target, no loss at a low fixed rate', async (t) => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-test-'));
@@ -60,7 +118,8 @@ test('npm run bench -- --quick, tiny: a result per target, no loss at a low fixe
       assert.equal(m.outOfOrder, 0);
       assert.equal(m.disconnects, 0);
       assert.ok(m.p50Ms > 0 && m.p50Ms <= m.p99Ms && m.p99Ms <= m.maxMs, `latency ${m.p50Ms} ${m.p99Ms} ${m.maxMs}`);
-      // CPU time comes in clock ticks (10 ms): a tiny run on an efficient server may read 0.
+      // CPU time comes in clock ticks (10 ms): at this low rate an efficient server may read 0.
+      // That the figure is measured at all is proven above (a burning process, a full-rate run).
       assert.ok(m.serverCpuUsPerDelivery >= 0 && Number.isFinite(m.serverCpuUsPerDelivery), `cpu ${m.serverCpuUsPerDelivery}`);
       assert.ok(m.serverRssMB > 1, `rss ${m.serverRssMB}`);
 

@@ -1,8 +1,10 @@
-// parseJoin (spec 2): the first frame's validation, auth and the session identity.
+// parseJoin (spec 2): the first frame's validation, auth and the session identity; and the proof
+// that a `peer` join comes from a server sharing MLES_PEER_KEY (issue 11, finding 10).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseJoin, sessionKey, authHash, MAX_JOIN_BYTES, type JoinResult } from '../src/protocol/join.js';
+import { parseJoin, sessionKey, authHash, linkJoinFrame, MAX_JOIN_BYTES, type JoinResult } from '../src/protocol/join.js';
+import { peerProof, provesPeer } from '../src/protocol/peer-proof.js';
 import { CloseCode } from '../src/protocol/close-codes.js';
 
 const text = (value: unknown): Buffer => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value));
@@ -118,4 +120,49 @@ test('spec 2: the session identity is the (uid, channel, auth) triplet', () => {
   );
   // No separator ambiguity: "ab"+"c" and "a"+"bc" are different sessions.
   assert.notEqual(sessionKey({ uid: 'ab', channel: 'c', auth: undefined }), sessionKey({ uid: 'a', channel: 'bc', auth: undefined }));
+});
+
+test('spec 8: a `peer` claim and its `peerauth` are read from the join frame, and prove nothing alone', () => {
+  const claimed = accepted(parseJoin(text({ uid: 'lurker', channel: 'c', peer: true }), false, undefined));
+  assert.equal(claimed.peer, true);
+  assert.equal(claimed.peerAuth, undefined);
+  assert.equal(provesPeer(claimed, 'peer-secret'), false, 'a bare `peer: true` is no proof');
+  // A peerauth that is not a string is ignored like any unknown field, not refused.
+  const odd = accepted(parseJoin(text({ uid: 'a', channel: 'c', peer: true, peerauth: 5 }), false, undefined));
+  assert.equal(odd.peerAuth, undefined);
+  const proof = peerProof('a', 'c', 'peer-secret');
+  const notPeer = accepted(parseJoin(text({ uid: 'a', channel: 'c', peer: 'yes', peerauth: proof }), false, undefined));
+  assert.equal(notPeer.peer, false, 'only the JSON value true claims to be a peer');
+  assert.equal(provesPeer(notPeer, 'peer-secret'), false);
+});
+
+test('spec 8: peerauth is HMAC-SHA256 of "mles-peer-v1:" ‖ len(uid) ":" ‖ uid ‖ channel (test vectors)', () => {
+  // Computed with openssl: printf 'mles-peer-v1:5:aliceexample' | openssl dgst -sha256 -hmac peer-secret
+  assert.equal(peerProof('alice', 'example', 'peer-secret'), 'db7c626655595f302570ca5d50e25139df848811097934fa4f6f8f9160ec97b0');
+  assert.equal(peerProof('mles-peer-host-8081', 'example', 'peer-secret'), '5ad9d6c3f09e5b8bee30ac05bb4c073644a01990288477fba7273176141ef64b');
+  // The length prefix keeps the split between uid and channel: "ab"+"c" is not "a"+"bc".
+  assert.notEqual(peerProof('ab', 'c', 'k'), peerProof('a', 'bc', 'k'));
+});
+
+test('spec 8: only the right key, uid and channel prove a peer join; hex case does not matter', () => {
+  const join = (uid: string, channel: string, peerauth: unknown) =>
+    accepted(parseJoin(text({ uid, channel, peer: true, peerauth }), false, undefined));
+  const proof = peerProof('link', 'room', 'peer-secret');
+  assert.equal(provesPeer(join('link', 'room', proof), 'peer-secret'), true);
+  assert.equal(provesPeer(join('link', 'room', proof.toUpperCase()), 'peer-secret'), true);
+  assert.equal(provesPeer(join('link', 'room', proof), undefined), false, 'without MLES_PEER_KEY nothing is proven');
+  assert.equal(provesPeer(join('link', 'room', peerProof('link', 'room', 'wrong')), 'peer-secret'), false, 'wrong key');
+  assert.equal(provesPeer(join('other', 'room', proof), 'peer-secret'), false, 'proof for another uid');
+  assert.equal(provesPeer(join('link', 'hall', proof), 'peer-secret'), false, 'proof for another channel');
+  for (const bad of ['', proof.slice(0, 62), `${proof}00`, `${proof.slice(0, 63)}g`]) {
+    assert.equal(provesPeer(join('link', 'room', bad), 'peer-secret'), false, `malformed proof ${bad}`);
+  }
+});
+
+test('spec 8: a link\'s join frame carries its proof only when the server has a peer key', () => {
+  const plain = JSON.parse(linkJoinFrame('link', 'room', undefined, undefined)) as Record<string, unknown>;
+  assert.deepEqual(plain, { uid: 'link', channel: 'room', peer: true });
+  const proven = accepted(parseJoin(Buffer.from(linkJoinFrame('link', 'room', 'secret', peerProof('link', 'room', 'pk'))), false, 'secret'));
+  assert.equal(proven.auth, authHash('link', 'room', 'secret'));
+  assert.equal(provesPeer(proven, 'pk'), true);
 });

@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { pino } from 'pino';
 import { createServer, ConfigError, authHash } from '../src/server.js';
 import { DAY_MS } from '../src/hub/hub.js';
@@ -91,4 +93,20 @@ test('library: the package entry point is the server module', T, () => {
   const pkg = JSON.parse(readFileSync(`${ROOT}/package.json`, 'utf8')) as { exports: Record<string, { default: string; types: string }> };
   assert.equal(pkg.exports['.']!.default, './dist/src/server.js');
   assert.equal(pkg.exports['.']!.types, './dist/src/server.d.ts');
+});
+
+test('library: a start that fails late (admin port taken) releases the history database for a retry', T, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mles-lib-'));
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  const taken = (blocker.address() as net.AddressInfo).port;
+  const history = `sqlite:${path.join(dir, 'history.db')}`;
+  try {
+    await assert.rejects(createServer({ port: 0, history, adminPort: taken, logger: quiet }), /--admin-port/);
+    const retry = await createServer({ port: 0, history, logger: quiet }); // not "in use"
+    await retry.close();
+  } finally {
+    blocker.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

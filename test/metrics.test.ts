@@ -3,12 +3,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Registry } from 'prom-client';
 import { pino } from 'pino';
 import { startServer, type RunningServer } from './helpers/server.js';
 import { request } from './helpers/http.js';
 import { TestClient } from './helpers/client.js';
-import { startAdmin } from '../src/net/admin.js';
+import { RawClient, encodeFrame, Opcode } from './helpers/raw-ws.js';
+import { createServer } from '../src/server.js';
 
 let server: RunningServer;
 let admin: URL;
@@ -122,13 +122,22 @@ test('HTTP requests on the public port are counted by status', async () => {
 });
 
 test('/healthz answers 503 once the server is shutting down', async (t) => {
-  let healthy = true;
-  const own = await startAdmin({ port: 0, registry: new Registry(), healthy: () => healthy, log: pino({ level: 'silent' }) });
-  t.after(() => own.close());
-  const port = Number(new URL(own.url).port);
-  assert.equal((await request(port, '/healthz')).status, 200);
-  healthy = false;
-  assert.equal((await request(port, '/healthz')).status, 503);
+  // The server's own wiring: close() must turn /healthz to 503 while it still serves it.
+  const own = await createServer({ port: 0, adminPort: 0, history: 'memory', logger: pino({ level: 'silent' }) });
+  let closed: Promise<void> | undefined;
+  t.after(() => closed ?? own.close());
+  const adminPort = Number(new URL(own.adminUrl!).port);
+  assert.equal((await request(adminPort, '/healthz')).status, 200);
+  // A client that never answers the close handshake holds close() in its 2 s grace, with the
+  // admin port still up: a window to ask /healthz in, opened by the close frame's arrival.
+  const stubborn = await RawClient.connect(own.address.port);
+  t.after(() => stubborn.destroy());
+  stubborn.write(encodeFrame(Opcode.text, JSON.stringify({ uid: 'stubborn', channel: 'healthz' })));
+  closed = own.close();
+  await stubborn.until(() => stubborn.closeReceived() !== undefined);
+  const health = await request(adminPort, '/healthz');
+  assert.deepEqual([health.status, health.text], [503, 'shutting down\n']);
+  await closed;
 });
 
 test('an --admin-port that cannot be bound is refused at start, naming the flag', async () => {

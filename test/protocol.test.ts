@@ -392,3 +392,18 @@ test('spec 3: channels are independent: own members, own history', T, async () =
   assert.deepEqual([red.texts(), blue.texts()].map((texts) => texts.map((t) => t.startsWith('end of history'))), [[true], [true]]);
   await Promise.all([red.close(), blue.close()]);
 });
+
+test('spec 3 + 8: a join claiming `"peer": true` without proof is stored in history like any join', T, async () => {
+  // Issue 11, finding 10: the claim alone once kept a join out of history, so anyone could lurk
+  // unseen. Only a link proving the shared MLES_PEER_KEY may stay out (test/peers.test.ts).
+  const channel = 'spec8-lurker';
+  const lurkerJoin = JSON.stringify({ uid: 'lurker', channel, peer: true });
+  const lurker = new TestClient(server.url);
+  await lurker.opened();
+  lurker.send(lurkerJoin);
+  await provesJoined(lurker, channel); // its join step ran: the frame was stored then, or never
+  const history = await historyOf(channel, 3);
+  assert.equal(history[0], lurkerJoin, 'a newcomer sees the lurker join, byte for byte');
+  assert.equal(uids([history[1]!])[0]!.startsWith('probe'), true);
+  await lurker.close();
+});

@@ -5,6 +5,7 @@ import { Channel } from './channel.js';
 import type { Member } from './member.js';
 import { Close, type CloseReason } from '../protocol/close-codes.js';
 import { sessionKey, type Join } from '../protocol/join.js';
+import { provesPeer } from '../protocol/peer-proof.js';
 import type { HistoryStore, MaybePromise, Message } from '../store/store.js';
 
 export const DAY_MS = 24 * 60 * 60 * 1000;
@@ -27,6 +28,8 @@ export interface HubOptions {
   onError?: (error: unknown, context: string) => void;
   /** How many stored payloads a peer-linked channel remembers to drop repeats. */
   dedupCapacity?: number;
+  /** MLES_PEER_KEY: a `peer` join proven with it is not stored in history. */
+  peerKey?: string | undefined;
 }
 
 /** Counters for logs and metrics; plain numbers so reading them costs nothing. */
@@ -58,6 +61,7 @@ export class Hub {
   private readonly idleExpiryMs: number;
   private readonly onError: (error: unknown, context: string) => void;
   private readonly dedupCapacity: number;
+  private readonly peerKey: string | undefined;
   /** Told when a channel's number of joined people changes (peer links follow it). */
   onUsersChanged: (channel: string, users: number) => void = () => {};
 
@@ -67,6 +71,7 @@ export class Hub {
     this.idleExpiryMs = options.idleExpiryMs ?? 30 * DAY_MS;
     this.onError = options.onError ?? (() => {});
     this.dedupCapacity = options.dedupCapacity ?? 4096;
+    this.peerKey = options.peerKey;
   }
 
   get channelCount(): number {
@@ -91,10 +96,13 @@ export class Hub {
     this.stats.joins++;
     const channel = this.channelFor(join.channel);
     const history = attempt(() => this.store.read(join.channel));
-    // A peer's join frame is plumbing, not a person joining: it is not kept in history.
-    const stored = join.peer
+    // A peer link's join frame is plumbing, not a person joining, but anyone can claim `peer`:
+    // only a join proven with MLES_PEER_KEY stays out of history, or a lurker would be unseen.
+    const stored = provesPeer(join, this.peerKey)
       ? undefined
       : attempt(() => this.store.append(join.channel, { data: join.text, binary: false }, this.now()));
+    // Repeats from a claimed peer are dropped, proof or not: that keeps rings without a peer key
+    // exactly-once, and costs a person who claims it only its own repeated payloads.
     if (join.peer) channel.trackStored(history, this.dedupCapacity);
     channel.join(member, history, stored, (error) => {
       this.storeFailed(error, `join ${join.channel}`);

@@ -6,7 +6,7 @@ import type { Message } from '../store/store.js';
 
 export interface Member {
   readonly uid: string;
-  /** A peer server's link rather than a person (spec section 8): not stored, repeats dropped. */
+  /** Claims to be a peer server's link (spec section 8): its repeats are dropped; its join stays out of history only with a MLES_PEER_KEY proof. */
   readonly peer?: boolean;
   /** False once the member has left; the hub stops delivering to it. */
   readonly open: boolean;

@@ -10,6 +10,7 @@ import WebSocket from 'ws';
 import type { Logger } from 'pino';
 import { DedupSet } from '../protocol/dedup.js';
 import { isLinkJoinFrame, linkJoinFrame } from '../protocol/join.js';
+import { peerProof } from '../protocol/peer-proof.js';
 import { siphash24Key } from '../protocol/siphash.js';
 import type { CloseReason } from '../protocol/close-codes.js';
 import type { Hub, Session } from '../hub/hub.js';
@@ -21,6 +22,8 @@ export interface LinkOptions {
   channel: string;
   uid: string;
   key: string | undefined;
+  /** MLES_PEER_KEY: with it the join frame proves this is a link, and the peer does not store it. */
+  peerKey: string | undefined;
   /** The peer's replay is taken as over after this long without a frame. */
   replayQuietMs: number;
   /** ...or after this long, if live traffic never lets it go quiet. */
@@ -76,13 +79,13 @@ export class PeerLink implements Member {
   }
 
   private connect(): void {
-    const { url, channel, uid, key } = this.options;
+    const { url, channel, uid, key, peerKey } = this.options;
     const ws = new WebSocket(url, 'mles-websocket', { maxPayload: this.options.maxMessageSize, perMessageDeflate: false });
     this.ws = ws;
     let received = false;
     ws.on('open', () => {
       this.seen = new DedupSet(); // a fresh replay decides what the peer holds
-      ws.send(linkJoinFrame(uid, channel, key));
+      ws.send(linkJoinFrame(uid, channel, key, peerKey === undefined ? undefined : peerProof(uid, channel, peerKey)));
       this.replayDeadline = Date.now() + this.options.replayMaxMs;
       this.armReplayTimer();
       this.log.info({ peer: url, channel }, 'peer link open');

@@ -24,6 +24,7 @@ export interface PeersOptions extends PeerTuning {
   peers: string[];
   uid: string;
   key: string | undefined;
+  peerKey: string | undefined;
   maxBuffered: number;
   maxMessageSize: number;
 }

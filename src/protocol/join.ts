@@ -8,8 +8,13 @@ export interface Join {
   uid: string;
   channel: string;
   auth: string | undefined;
-  /** Set by a server linking to this one as a peer (spec section 8); other servers ignore it. */
+  /**
+   * The frame claims to come from a server linking to this one (spec section 8); other servers
+   * ignore the field. Anyone can claim it: only `peerAuth` proves it (src/protocol/peer-proof.ts).
+   */
   peer: boolean;
+  /** The `peerauth` field, a link's proof of the shared MLES_PEER_KEY, if the frame has one. */
+  peerAuth: string | undefined;
   text: Buffer;
 }
 
@@ -68,7 +73,9 @@ export function parseJoin(data: Buffer, isBinary: boolean, key: string | undefin
   if (auth === undefined ? key !== undefined : !authMatches(auth, authHash(uid, channel, key))) {
     return { ok: false, close: Close.authFailed };
   }
-  return { ok: true, join: { uid, channel, auth, peer: fields.peer === true, text: data } };
+  // A `peerauth` that is not a string proves nothing; like any unknown field it is ignored.
+  const peerAuth = typeof fields.peerauth === 'string' ? fields.peerauth : undefined;
+  return { ok: true, join: { uid, channel, auth, peer: fields.peer === true, peerAuth, text: data } };
 }
 
 /** The identity the duplicate-session rule compares: the (uid, channel, auth) triplet. */
@@ -80,12 +87,14 @@ export function sessionKey(join: Pick<Join, 'uid' | 'channel' | 'auth'>): string
 
 /**
  * The join frame a peer link sends. The extra `peer` field marks it as a server rather than a
- * person: this server neither stores it nor shows it, and drops repeats of what it already
- * stored from such members. Servers that do not know the field ignore it, as the spec says.
+ * person: this server drops repeats of what it already stored from such members, and keeps the
+ * frame out of history only when `peerAuth` (the proof of MLES_PEER_KEY) checks out. Servers
+ * that do not know the fields ignore them, as the spec says.
  */
-export function linkJoinFrame(uid: string, channel: string, key: string | undefined): string {
+export function linkJoinFrame(uid: string, channel: string, key: string | undefined, peerAuth: string | undefined): string {
   const auth = key === undefined ? {} : { auth: authHash(uid, channel, key) };
-  return JSON.stringify({ uid, channel, ...auth, peer: true });
+  const proof = peerAuth === undefined ? {} : { peerauth: peerAuth };
+  return JSON.stringify({ uid, channel, ...auth, peer: true, ...proof });
 }
 
 /** True for a peer link's join frame, as found in a peer's history replay. */
