@@ -250,3 +250,8 @@ test('spec 3 + issue 5: nothing a client received is lost when the server is SIG
     await restarted?.stop();
   }
 });
+
+test('sqlite: a directory that cannot be created is an error naming the file, not a hang', { timeout: 10_000 }, () => {
+  // mkdir under /proc answers ENOENT although /proc exists; Node's recursive mkdir spins on that.
+  assert.throws(() => new SqliteStore('/proc/mles-no-such-dir/history.db', 10), /cannot open history database \/proc\/mles-no-such-dir\/history\.db/);
+});

@@ -65,9 +65,23 @@ const SCHEMA = `
   ) WITHOUT ROWID;
 `;
 
+/**
+ * Creates `dir` and its missing parents, mode 0700. Not mkdirSync's `recursive`: where mkdir
+ * answers ENOENT under an existing parent (e.g. anywhere in /proc) Node 20 retries it forever.
+ */
+function makeDirectory(dir: string): void {
+  if (fs.existsSync(dir)) return;
+  makeDirectory(path.dirname(dir));
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+}
+
 /** History is people's messages: a database this server creates is readable by its user only. */
 function createPrivately(file: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  makeDirectory(path.dirname(file));
   // 'a' creates a missing file (with this mode) and leaves an existing one as it is.
   fs.closeSync(fs.openSync(file, 'a', 0o600));
 }
