@@ -73,8 +73,9 @@ export const defaults = {
 } as const;
 
 export class ConfigError extends Error {
-  constructor(readonly flag: string, message: string) {
-    super(`${flag}: ${message}`);
+  /** `detail` is the message without the flag, for when the setting came from a config file. */
+  constructor(readonly flag: string, readonly detail: string) {
+    super(`${flag}: ${detail}`);
     this.name = 'ConfigError';
   }
 }

@@ -4,13 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, runCli, cliCommand, ROOT } from './helpers/server.js';
 import { TestClient } from './helpers/client.js';
 import { RawClient, Opcode, encodeFrame } from './helpers/raw-ws.js';
-import { logLevelFrom } from '../src/logger.js';
+import { logFormatFrom, logLevelFrom } from '../src/logger.js';
 import { resolveConfig } from '../src/config.js';
 
 const T = { timeout: 20_000 };
@@ -32,10 +32,37 @@ test('spec 7: --help lists every reference flag and this project\'s own', T, asy
     '--admin-port <PORT>', '--ping-interval <MS>', '--max-message-size <B>', '--max-buffered <B>', '--join-timeout <MS>',
   ];
   for (const flag of [...reference, ...own]) assert.ok(help.includes(flag), `--help lists ${flag}`);
-  assert.match(help, /--limit <LIMIT>\s+history limit per channel \(default: 200\)/);
   assert.match(help, /--ping-interval <MS>[^-]*\(default: 24000\)/);
   assert.match(help, /MLES_KEY/);
   assert.match(help, /MLES_LOG/);
+});
+
+test('--help states the ranges and defaults the README states', T, async () => {
+  // Commander wraps descriptions to the width; compare the text with its line breaks undone.
+  const help = (await runCli(['--help'])).stdout.replace(/\s+/g, ' ');
+  for (const text of [
+    '--limit <LIMIT> history messages kept per channel, 1..999999 (default: 200)',
+    '--cache <CACHE> keeps the ACME account key and certificates, and (unless --history) the history database',
+    '--workers <N> processes sharing the port, each a cluster node; more than 1 needs --redis (default: 1)',
+    '--history-bytes <B> history payload bytes kept per channel, newest kept; 0: no byte cap (default: 64MiB)',
+    '(binary) (default: 8MiB)', // --max-message-size, as the README writes it, not 8388608
+    'too slow (default: 64MiB)', // --max-buffered
+    '0 takes a free port',
+    '0 disables the cache (default: 24)',
+    '--config <FILE>',
+    '--print-config',
+    '-V, --version',
+    'MLES_LOG_FORMAT',
+  ]) {
+    assert.ok(help.includes(text), `--help says "${text}":\n${help}`);
+  }
+});
+
+test('--version prints the version in package.json and exits 0', T, async () => {
+  const { version } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  const [long, short] = await Promise.all([runCli(['--version']), runCli(['-V'])]);
+  assert.deepEqual([long.code, long.stdout, long.stderr], [0, `${version}\n`, '']);
+  assert.deepEqual([short.code, short.stdout], [0, `${version}\n`]);
 });
 
 test('spec 7: malformed flags exit non-zero with a message naming the flag', T, async () => {
@@ -200,4 +227,28 @@ test('local mode: log level parsing from MLES_LOG and RUST_LOG values', T, () =>
   assert.equal(logLevelFrom({ RUST_LOG: 'mles=trace' }), 'trace');
   assert.equal(logLevelFrom({ RUST_LOG: 'hyper=info,mles=debug' }), 'debug');
   assert.equal(logLevelFrom({ MLES_LOG: 'warn', RUST_LOG: 'debug' }), 'warn');
+});
+
+test('MLES_LOG_FORMAT=pretty: readable log lines on stderr, not JSON; stdout unchanged', T, async () => {
+  const server = await startServer([], { env: { MLES_LOG: 'info', MLES_LOG_FORMAT: 'pretty' } });
+  const refused = new TestClient(server.url);
+  await refused.opened();
+  refused.send(Buffer.from('binary'));
+  await refused.closed;
+  await server.waitForLog('join refused');
+  assert.equal(await server.stop(), 0);
+  const lines = server.stderr().split('\n').filter((line) => line !== '' && !line.startsWith('history: '));
+  assert.ok(lines.length >= 2, server.stderr());
+  for (const line of lines) assert.ok(!line.startsWith('{'), `not JSON: ${line}`);
+  // time, level, message, then the fields as key=value
+  assert.ok(lines.some((line) => /^\d\d:\d\d:\d\d\.\d{3} INFO {2}join refused .*code=1003 reason="first frame must be text"/.test(line)), server.stderr());
+  assert.ok(lines.some((line) => /^\d\d:\d\d:\d\d\.\d{3} INFO {2}shutting down signal=SIGTERM$/.test(line)), server.stderr());
+});
+
+test('MLES_LOG_FORMAT: pretty on a terminal unless json is asked for, JSON elsewhere unless pretty is', T, () => {
+  assert.equal(logFormatFrom({}, true), 'pretty');
+  assert.equal(logFormatFrom({}, false), 'json');
+  assert.equal(logFormatFrom({ MLES_LOG_FORMAT: 'json' }, true), 'json');
+  assert.equal(logFormatFrom({ MLES_LOG_FORMAT: 'PRETTY' }, false), 'pretty');
+  assert.equal(logFormatFrom({ MLES_LOG_FORMAT: 'nonsense' }, false), 'json');
 });
