@@ -143,6 +143,22 @@ test('newcomers on other nodes get the whole history, then the live stream, noth
   await Promise.all([writer, ...(await Promise.all(newcomers))].map((c) => c.close()));
 });
 
+test('a member that sends and closes at once loses nothing: its last messages reach Redis before its session is released', T, async (t) => {
+  if (!requireRedis(t)) return;
+  // The close frame can arrive while the join is still on its way to Redis; the messages sent
+  // meanwhile carry the session as their guard and used to reach Redis after its release.
+  for (let round = 0; round < 20; round++) {
+    const channel = `hasty-${round}`;
+    const reader = await joinReady(nodes[1]!.url, 'reader', channel);
+    const writer = await TestClient.join(nodes[0]!.url, 'writer', channel);
+    const sent = Array.from({ length: 30 }, (_, i) => `r${round} m${i}`);
+    for (const text of sent) writer.send(text);
+    await writer.close();
+    assert.deepEqual(await waitForLive(reader, sent.length), sent, `round ${round}`);
+    await reader.close();
+  }
+});
+
 test('duplicate rule across nodes: refused on every other node, released at once on close', T, async (t) => {
   if (!requireRedis(t)) return;
   const first = await joinReady(nodes[0]!.url, 'twin', 'dup');

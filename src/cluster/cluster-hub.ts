@@ -114,6 +114,9 @@ export class ClusterHub extends Hub {
     let settled = false;
     let left = false;
     const release = (): void => {
+      // The member's last messages may still wait for this turn's batch; they carry its session
+      // as their guard, so they must reach Redis before the session is released.
+      this.engine.flushChannel(join.channel);
       this.claims.drop(triplet, claim);
       this.dropIfIdle(channel);
     };

@@ -217,7 +217,8 @@ export class RedisEngine {
     for (const channel of [...this.batches.keys()]) this.flushChannel(channel);
   }
 
-  private flushChannel(channel: string): void {
+  /** Sends the channel's queued messages now, ahead of any command sent after this call. */
+  flushChannel(channel: string): void {
     const batch = this.batches.get(channel);
     if (!batch) return;
     this.batches.delete(channel);
