@@ -172,13 +172,27 @@ export function buildProgram(): Command {
     .description('terminal client: stdin lines are sent, received messages are printed')
     .requiredOption('--uid <UID>', 'user id to join as')
     .requiredOption('--channel <CH>', 'channel to join')
-    .option('--key <KEY>', 'the server\'s MLES_KEY, to compute the auth hash')
+    .option('--key <KEY>', 'the server\'s MLES_KEY, to compute the auth hash [default: $MLES_KEY]')
+    .option('--ca <FILE>', 'for wss://, trust the CA certificates in this PEM file instead of the system\'s (e.g. a self-signed server\'s own certificate)')
+    .option('--insecure', 'do not verify the server\'s certificate (wss://)')
+    .option('--raw', 'print messages exactly as received, not "alice joined" / "alice: text"')
     .option('--linger <MS>', 'stay this long after the end of input', integer, 1000)
     .addHelpText('after', '\nExit status: 0 done, 1 cannot connect, 2 join refused, 130 interrupted.\n')
-    .action(async (url: string, flags: { uid: string; channel: string; key?: string; linger: number }) => {
+    .action(async (url: string, flags: { uid: string; channel: string; key?: string; ca?: string; insecure?: boolean; raw?: boolean; linger: number }) => {
       // Loaded on demand: the terminal client needs none of the server.
       const { runConnect } = await import('./connect.js');
-      const code = await runConnect(url, { uid: flags.uid, channel: flags.channel, key: flags.key, lingerMs: flags.linger });
+      // The key is read from the environment as the server reads it, so one MLES_KEY serves
+      // both; an empty MLES_KEY means none, as on the server.
+      const key = flags.key ?? (process.env.MLES_KEY || undefined);
+      const code = await runConnect(url, {
+        uid: flags.uid,
+        channel: flags.channel,
+        key,
+        ca: flags.ca,
+        insecure: flags.insecure === true,
+        raw: flags.raw === true,
+        lingerMs: flags.linger,
+      });
       process.stdout.write('', () => process.exit(code));
     });
   return program;
@@ -291,8 +305,6 @@ async function run(flags: Partial<Config>, explain: (error: ConfigError) => stri
     throw error;
   }
   crashHandler.setServer(server);
-  process.stderr.write(`history: ${server.config.redis === undefined ? server.config.history : 'redis (cluster)'}\n`);
-  process.stdout.write(`listening on ${server.address.url}\n`);
   const stop = (signal: string): void => {
     log.info({ signal }, 'shutting down');
     server.close().then(
@@ -304,8 +316,11 @@ async function run(flags: Partial<Config>, explain: (error: ConfigError) => stri
       },
     );
   };
+  // Before the listening line: whoever reads it may signal at once, and must get a clean stop.
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  process.stderr.write(`history: ${server.config.redis === undefined ? server.config.history : 'redis (cluster)'}\n`);
+  process.stdout.write(`listening on ${server.address.url}\n`);
 }
 
 function fail(message: string): never {

@@ -1,15 +1,24 @@
 // `mles connect`: a terminal client. Lines from stdin become messages; received messages go to
-// stdout (text as-is, binary as a short hex summary); notices and errors go to stderr, so a
-// pipe carries only the channel's traffic.
+// stdout (join frames as "alice joined", the demo's chat messages as "alice: text", other text
+// as-is, binary as a short hex summary; `raw` prints every text as-is); notices and errors go
+// to stderr, so a pipe carries only the channel's traffic.
 
+import { readFileSync } from 'node:fs';
 import readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import { connect, type CloseInfo, type MlesClient, type MlesMessage } from '../client/index.js';
+import WebSocket from 'ws';
+import { connect, type CloseInfo, type MlesClient, type MlesMessage, type SocketConstructor } from '../client/index.js';
 
 export interface ConnectFlags {
   uid: string;
   channel: string;
   key?: string;
+  /** A PEM file of CA certificates to trust for wss:// instead of the system's (a self-signed server's own certificate works). */
+  ca?: string;
+  /** Skip certificate checks for wss:// (a self-signed server you cannot get the certificate of). */
+  insecure?: boolean;
+  /** Print every message exactly as received, without recognising joins and chat messages. */
+  raw?: boolean;
   /** How long to stay after the end of input, so history and replies still print. */
   lingerMs: number;
 }
@@ -29,8 +38,39 @@ function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-export function formatMessage(message: MlesMessage): string {
-  if (message.type === 'text') return message.text;
+/** The JSON object a text holds, if it holds one. */
+function parseObject(text: string): Record<string, unknown> | undefined {
+  // Only texts that look like objects are parsed: most chat traffic is not JSON at all.
+  if (!text.startsWith('{')) return undefined;
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A text as a person reads it. Recognises what web/entries.ts recognises (the demo's format):
+ * a chat message `{"uid", "text", "time"}` and a join frame `{"uid", "channel"}`; anything else
+ * is printed as it came, so no payload is ever hidden.
+ */
+function formatText(text: string): string {
+  const fields = parseObject(text);
+  if (fields && typeof fields.uid === 'string') {
+    if (typeof fields.text === 'string') return `${visible(fields.uid)}: ${visible(fields.text)}`;
+    if (typeof fields.channel === 'string') return `${visible(fields.uid)} joined`;
+  }
+  return text;
+}
+
+/** Control characters escaped, so that no uid or text can fake a line of someone else's. */
+function visible(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+export function formatMessage(message: MlesMessage, raw = false): string {
+  if (message.type === 'text') return raw ? message.text : formatText(message.text);
   const { data } = message;
   const more = data.length > SUMMARY_BYTES ? '…' : '';
   return `[binary ${data.length} bytes] ${hex(data.subarray(0, SUMMARY_BYTES))}${more}`;
@@ -41,11 +81,41 @@ function describe(info: CloseInfo): string {
   return `${why} (${info.code})`;
 }
 
+/**
+ * The `ws` WebSocket with the TLS options of --ca and --insecure, or undefined for the default
+ * (the client kit's usual choice), which verifies against the system's CAs.
+ */
+function tlsWebSocket(flags: ConnectFlags): SocketConstructor | undefined {
+  if (flags.ca === undefined && !flags.insecure) return undefined;
+  const options: WebSocket.ClientOptions = flags.insecure ? { rejectUnauthorized: false } : {};
+  if (flags.ca !== undefined) {
+    try {
+      options.ca = readFileSync(flags.ca);
+    } catch (error) {
+      throw new Error(`--ca: cannot read ${flags.ca}: ${(error as Error).message}`);
+    }
+  }
+  return class extends WebSocket {
+    constructor(address: string, protocols: string | string[]) {
+      super(address, protocols, options);
+    }
+  } as unknown as SocketConstructor;
+}
+
+/** The usual causes of a failed TLS verification, for which --ca or --insecure is the answer. */
+const CERTIFICATE_ERROR = /certificate|self[- ]signed|altnames|unable to verify/i;
+
 /** Runs the client until input ends (then lingers and closes) or the server refuses; the exit status. */
 export async function runConnect(url: string, flags: ConnectFlags, io: TerminalIo = process): Promise<number> {
   let client: MlesClient;
   try {
-    client = connect(url, { uid: flags.uid, channel: flags.channel, ...(flags.key === undefined ? {} : { key: flags.key }) });
+    const WebSocketImpl = tlsWebSocket(flags);
+    client = connect(url, {
+      uid: flags.uid,
+      channel: flags.channel,
+      ...(flags.key === undefined ? {} : { key: flags.key }),
+      ...(WebSocketImpl === undefined ? {} : { WebSocket: WebSocketImpl }),
+    });
   } catch (error) {
     io.stderr.write(`error: ${(error as Error).message}\n`);
     return ExitCode.unreachable;
@@ -60,7 +130,7 @@ export async function runConnect(url: string, flags: ConnectFlags, io: TerminalI
     };
   });
   let joined = false;
-  client.on('message', (message) => io.stdout.write(formatMessage(message) + '\n'));
+  client.on('message', (message) => io.stdout.write(formatMessage(message, flags.raw) + '\n'));
   const firstOpen = new Promise<void>((resolve) =>
     client.on('open', ({ reconnect }) => {
       joined = true;
@@ -75,7 +145,9 @@ export async function runConnect(url: string, flags: ConnectFlags, io: TerminalI
       io.stderr.write(`error: join refused: ${describe(info)}\n`);
       exit(ExitCode.refused);
     } else if (!joined) {
-      io.stderr.write(`error: cannot connect to ${url}: ${describe(info)}\n`);
+      // A self-signed server is the common case behind a certificate error: name the way out.
+      const hint = info.error && CERTIFICATE_ERROR.test(info.error) ? ' (trust its CA with --ca FILE, or skip the check with --insecure)' : '';
+      io.stderr.write(`error: cannot connect to ${url}: ${describe(info)}${hint}\n`);
       exit(ExitCode.unreachable);
       void client.close();
     } else if (info.willReconnect) {
