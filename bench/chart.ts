@@ -33,6 +33,11 @@ function panelsOf(item: CaseResult): Panel[] {
       return [{ title: `${item.title}: server RSS KB per idle connection (lower is better)`, key: 'rssPerConnectionKB', item }];
     case 'join-history':
       return [{ title: `${item.title}: median ms to the last history message (lower is better)`, key: 'medianMs', item }];
+    case 'churn':
+      return [
+        { title: `${item.title}: sessions/s (higher is better)`, key: 'sessionsPerSec', item },
+        { title: `${item.title}: server RSS after, MB (lower is better; flagged when over +10 % of the warm-up's)`, key: 'rssAfterMB', item },
+      ];
   }
 }
 

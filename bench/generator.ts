@@ -4,6 +4,7 @@
 
 import { Traffic } from './traffic.js';
 import { joinHistory } from './history-joins.js';
+import { churn } from './scenarios/churn-sessions.js';
 import type { FromGenerator, ToGenerator } from './messages.js';
 
 function send(message: FromGenerator): void {
@@ -54,6 +55,9 @@ async function handle(message: ToGenerator): Promise<void> {
     case 'join-history':
       reset();
       return send({ type: 'join-history', timesMs: await joinHistory(message) });
+    case 'churn':
+      reset();
+      return send({ type: 'churned', ...(await churn(message)) });
     case 'reset':
       reset();
       return send({ type: 'reset' });

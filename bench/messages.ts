@@ -46,9 +46,30 @@ export interface JoinHistoryRequest {
   payloadBytes: number;
 }
 
+/** churn: this generator's share of the connect, join, publish, read, leave pairs. */
+export interface ChurnRequest {
+  type: 'churn';
+  target: TargetName;
+  url: string;
+  /** This generator's index among `generators`: pairs are numbered across all of them. */
+  generator: number;
+  generators: number;
+  channels: number;
+  /** Pairs (two sessions each) this generator runs, at most. */
+  pairs: number;
+  /** The number of the first pair (a run's warm-up and measured pairs differ). */
+  firstPair: number;
+  /** Pairs in flight at once in this generator. */
+  concurrency: number;
+  /** No pair starts after this many ms. */
+  timeLimitMs: number;
+  payloadBytes: number;
+}
+
 export type ToGenerator =
   | TrafficSetup
   | JoinHistoryRequest
+  | ChurnRequest
   | { type: 'probe' }
   | { type: 'start' }
   /** Report counters; latency is recorded from a mark with measuring=true to the next one. */
@@ -68,6 +89,7 @@ export type FromGenerator =
   | { type: 'stopped'; sent: Array<[number, number]>; skipped: number; stalls: number }
   | { type: 'drained'; received: number; outOfOrder: number; closed: number; latency: HistogramData }
   | { type: 'join-history'; timesMs: number[] }
+  | { type: 'churned'; pairs: number; failed: number; failures: string[]; elapsedMs: number }
   | { type: 'reset' }
   | { type: 'error'; message: string };
 

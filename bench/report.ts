@@ -9,6 +9,7 @@ import type { ScenarioName } from './scenarios/index.js';
 import type { Metrics } from './scenarios/traffic.js';
 import { renderChart } from './chart.js';
 import { formatNumber } from './format.js';
+import { churnFlags } from './scenarios/churn.js';
 
 export interface TargetResult {
   target: TargetName;
@@ -72,6 +73,20 @@ export const COLUMNS: Record<ScenarioName, Column[]> = {
     { key: 'minMs', header: 'min ms' },
     { key: 'maxMs', header: 'max ms' },
   ],
+  churn: [
+    { key: 'sessions', header: 'sessions' },
+    { key: 'sessionsPerSec', header: 'sessions/s' },
+    { key: 'failed', header: 'failed' },
+    { key: 'rssWarmMB', header: 'RSS warm MB' },
+    { key: 'rssPeakMB', header: 'RSS peak MB' },
+    { key: 'rssAfterMB', header: 'RSS after MB' },
+    { key: 'rssGrowthPct', header: 'RSS +%' },
+    { key: 'fdsEmpty', header: 'fds empty' },
+    { key: 'fdsPeak', header: 'fds peak' },
+    { key: 'fdsAfter', header: 'fds after' },
+    { key: 'rssBackMs', header: 'RSS back ms' },
+    { key: 'fdsBackMs', header: 'fds back ms' },
+  ],
 };
 
 function trafficColumns(): Column[] {
@@ -104,6 +119,7 @@ export function anomalies(metrics: Metrics): string[] {
     notes.push(`${formatNumber(metrics.deliveriesPerSec)} of the ${formatNumber(metrics.offeredDeliveriesPerSec)} deliveries/s offered: behind, latency is mostly queueing`);
   }
   if (metrics.lost) notes.push(`lost ${formatNumber(metrics.lost)} of the deliveries (${formatNumber(metrics.lostPct)} %)`);
+  notes.push(...churnFlags(metrics));
   return notes;
 }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_TARGETS, TARGETS, TARGET_NAMES, type Target, type TargetName } from './targets/index.js';
 import { ROOT, type ServerProcess } from './targets/process.js';
-import { buildCases, DELIVERIES_IN_FLIGHT, SCENARIO_NAMES, type Case, type Rate, type ScenarioName, type Settings } from './scenarios/index.js';
+import { buildCases, DEFAULT_SCENARIOS, DELIVERIES_IN_FLIGHT, SCENARIO_NAMES, type Case, type Rate, type ScenarioName, type Settings } from './scenarios/index.js';
 import { GeneratorPool } from './generator-pool.js';
 import { describeMachine, renderTable, writeResults, type BenchReport, type CaseResult, type TargetResult } from './report.js';
 
@@ -16,10 +16,12 @@ const PROFILES = {
   full: {
     subscribers: 100, publishers: 1, payload: 64, rates: ['max', 1000] as Rate[], channels: 500,
     connections: 10_000, joins: 50, warmup: 1, duration: 5, drainTimeout: 10,
+    cycles: 20_000, churnChannels: 50, churnSeconds: 60,
   },
   quick: {
     subscribers: 20, publishers: 1, payload: 64, rates: ['max'] as Rate[], channels: 20,
     connections: 300, joins: 5, warmup: 0.3, duration: 0.7, drainTimeout: 3,
+    cycles: 1_000, churnChannels: 10, churnSeconds: 10,
   },
 };
 
@@ -78,6 +80,9 @@ interface Flags {
   drainTimeout?: number;
   seed: number;
   mlesHistory: 'memory' | 'sqlite';
+  cycles?: number;
+  churnChannels?: number;
+  churnSeconds?: number;
   out: string;
 }
 
@@ -86,7 +91,7 @@ function program(): Command {
     .description('benchmark mles against a bare ws relay, Socket.IO and Mosquitto, each in its own process on loopback')
     .option('--quick', 'small and short (CI smoke: under a minute)')
     .option('--targets <list>', `servers to measure: ${TARGET_NAMES.join(',')} [${DEFAULT_TARGETS.join(',')}]`, list(TARGET_NAMES), [...DEFAULT_TARGETS])
-    .option('--scenarios <list>', `scenarios: ${SCENARIO_NAMES.join(',')}`, list(SCENARIO_NAMES), [...SCENARIO_NAMES])
+    .option('--scenarios <list>', `scenarios: ${SCENARIO_NAMES.join(',')} [${DEFAULT_SCENARIOS.join(',')}]`, list(SCENARIO_NAMES), [...DEFAULT_SCENARIOS])
     .option('--subscribers <n>', `fanout: subscribers [${PROFILES.full.subscribers}; quick ${PROFILES.quick.subscribers}]`, whole(1))
     .option('--publishers <n>', `fanout: publishers [${PROFILES.full.publishers}]`, whole(1))
     .option('--payload <bytes>', `message size in bytes [${PROFILES.full.payload}]`, whole(1))
@@ -100,6 +105,9 @@ function program(): Command {
     .option('--warmup <s>', `seconds of traffic before measuring; idle: settling before each RSS reading [${PROFILES.full.warmup}; quick ${PROFILES.quick.warmup}]`, seconds)
     .option('--duration <s>', `seconds measured [${PROFILES.full.duration}; quick ${PROFILES.quick.duration}]`, seconds)
     .option('--drain-timeout <s>', `seconds to wait for the last deliveries [${PROFILES.full.drainTimeout}; quick ${PROFILES.quick.drainTimeout}]`, seconds)
+    .option('--cycles <n>', `churn: sessions (connect, join, publish, read, leave) after the warm-up [${PROFILES.full.cycles}; quick ${PROFILES.quick.cycles}]`, whole(2))
+    .option('--churn-channels <n>', `churn: channels the sessions spread over [${PROFILES.full.churnChannels}; quick ${PROFILES.quick.churnChannels}]`, whole(1))
+    .option('--churn-seconds <s>', `churn: no session starts after this many seconds of the measured run; also the longest wait for RSS to come back [${PROFILES.full.churnSeconds}; quick ${PROFILES.quick.churnSeconds}]`, seconds)
     .option('--seed <n>', 'many-channels: seed of the channel sizes', whole(0), 1)
     .option('--mles-history <store>', 'history store of this server: memory or sqlite (a fresh file per case)', storeKind, 'memory')
     .option('--out <dir>', 'results folder', path.join(ROOT, 'bench/results'));
@@ -124,6 +132,9 @@ function settingsOf(flags: Flags): Settings {
     drainTimeoutMs: (flags.drainTimeout ?? d.drainTimeout) * 1000,
     seed: flags.seed,
     mlesHistory: flags.mlesHistory,
+    cycles: flags.cycles ?? d.cycles,
+    churnChannels: flags.churnChannels ?? d.churnChannels,
+    churnSeconds: flags.churnSeconds ?? d.churnSeconds,
   };
 }
 

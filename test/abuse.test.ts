@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import fs from 'node:fs';
 import { once } from 'node:events';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startServer, type RunningServer } from './helpers/server.js';
@@ -154,5 +155,35 @@ test('slow consumers: a member that never reads tiny frames is closed by what th
     await healthy.close();
   } finally {
     await mles.close();
+  }
+});
+
+/** Open descriptors of a process (Linux). */
+const descriptors = (pid: number): number => fs.readdirSync(`/proc/${pid}/fd`).length;
+
+test('refused upgrades release their sockets, also when the client sends more after its request', T, async () => {
+  const refusing = await startServer([]);
+  try {
+    const pid = refusing.proc.pid!;
+    const baseline = descriptors(pid);
+    const upgrade =
+      `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`; // no mles-websocket: 400
+    await Promise.all(Array.from({ length: 50 }, async () => {
+      const socket = net.connect(refusing.port, '127.0.0.1');
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+      socket.write(upgrade);
+      await once(socket, 'data'); // the 400
+      socket.end('x'); // one more byte, then the client's close
+      await once(socket, 'close');
+    }));
+    // The server closes each within a moment of the client's close; bounded wait, no sleep-and-hope.
+    for (let i = 0; descriptors(pid) > baseline; i++) {
+      assert.ok(i < 200, `${descriptors(pid) - baseline} sockets still held after every client left`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  } finally {
+    assert.equal(await refusing.stop(), 0);
   }
 });

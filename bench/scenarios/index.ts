@@ -7,12 +7,15 @@ import type { ServerProcess } from '../targets/process.js';
 import type { TargetName } from '../targets/index.js';
 import { HEADER_BYTES } from '../payload.js';
 import { idleCapacity, runIdle } from './idle.js';
+import { runChurn } from './churn.js';
 import { runJoinHistory } from './join-history.js';
 import { fanoutShape, manyChannelsShape, type Shape } from './shapes.js';
 import { connectShape, measureTraffic, type Metrics } from './traffic.js';
 
-export const SCENARIO_NAMES = ['fanout', 'many-channels', 'idle', 'join-history'] as const;
+export const SCENARIO_NAMES = ['fanout', 'many-channels', 'idle', 'join-history', 'churn'] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
+/** What a run measures unless --scenarios says otherwise: the churn soak (a minute per target) is opt-in. */
+export const DEFAULT_SCENARIOS: readonly ScenarioName[] = ['fanout', 'many-channels', 'idle', 'join-history'];
 
 export type Rate = number | 'max';
 
@@ -35,6 +38,10 @@ export interface Settings {
   seed: number;
   /** The history store this server runs with. */
   mlesHistory: 'memory' | 'sqlite';
+  /** churn: sessions after the warm-up, channels they spread over, and the time limit. */
+  cycles: number;
+  churnChannels: number;
+  churnSeconds: number;
 }
 
 export interface Case {
@@ -140,6 +147,19 @@ export function buildCases(s: Settings): Case[] {
           notes: [],
           notApplicable: (target) => (PROTOCOLS[target].history === 'none' ? 'keeps no history' : undefined),
           run: (target, server, pool) => runJoinHistory(pool, target, server, s.joins, s.historyMessages, s.payload),
+        });
+        break;
+      case 'churn':
+        cases.push({
+          scenario,
+          title: `churn ${s.cycles} sessions over C=${s.churnChannels} B=${s.payload} (at most ${s.churnSeconds} s)`,
+          params: { sessions: s.cycles, channels: s.churnChannels, payload: s.payload, seconds: s.churnSeconds },
+          notes: [],
+          notApplicable: () => undefined,
+          run: (target, server, pool) => runChurn(pool, target, server, {
+            sessions: s.cycles, channels: s.churnChannels, timeLimitMs: s.churnSeconds * 1000, payloadBytes: s.payload,
+            generators: s.generators, historyLimit: s.historyMessages,
+          }),
         });
         break;
     }

@@ -2,6 +2,7 @@
 // those that do not speak `mles-websocket`, and runs a Connection per accepted socket.
 
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
@@ -11,6 +12,8 @@ import { Connection, type ConnectionEvents, type ConnectionLimits, type TrafficS
 import { socketOf } from './ws-internals.js';
 
 export const SUBPROTOCOL = 'mles-websocket';
+/** How long a refused upgrade's socket may stay idle before it is destroyed. */
+const REFUSED_LINGER_MS = 5_000;
 const MAX_MISSED_PINGS = 3;
 
 export interface EndpointOptions extends ConnectionLimits {
@@ -31,7 +34,14 @@ export function offersMles(header: string | undefined): boolean {
   return header !== undefined && header.split(',').some((p) => p.trim() === SUBPROTOCOL);
 }
 
+/**
+ * Answers an upgrade with an HTTP error and lets the socket go. Node hands an upgrade's socket
+ * over paused: unless it is read, bytes the client sends after its request hide the client's
+ * close, and the socket would stay open for good. A client that keeps it open is cut off too.
+ */
 function refuseUpgrade(socket: Duplex, status: string, reason: string): void {
+  socket.resume();
+  if (socket instanceof net.Socket) socket.setTimeout(REFUSED_LINGER_MS, destroySocket);
   socket.end(
     `HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
       `Content-Length: ${Buffer.byteLength(reason) + 1}\r\n\r\n${reason}\n`,
