@@ -90,6 +90,7 @@ const FIELDS = {
   redis: 'redis',
   workers: 'workers',
   adminPort: 'adminPort',
+  adminHost: 'adminHost',
   pingInterval: 'pingIntervalMs',
   maxMessageSize: 'maxMessageSize',
   maxBuffered: 'maxBuffered',
@@ -136,7 +137,8 @@ export function buildProgram(): Command {
     .option('--peer-uid <UID>', 'uid this server uses on its peers [default: mles-peer-<hostname>-<port>]')
     .option('--redis <URL>', 'join the cluster that shares this Redis (redis:// or rediss://)')
     .option('--workers <N>', 'processes sharing the port, each a cluster node; more than 1 needs --redis', integer, defaults.workers)
-    .option('--admin-port <PORT>', '/metrics and /healthz, on 127.0.0.1 only [default: off]', integer)
+    .option('--admin-port <PORT>', '/metrics, /healthz and the HTTP API (/api/*, with MLES_API_KEY) [default: off]', integer)
+    .option('--admin-host <ADDR>', 'bind address of --admin-port', defaults.adminHost)
     .option('--ping-interval <MS>', 'milliseconds between pings; 3 missed close the connection', integer, defaults.pingIntervalMs)
     .addOption(sizeOption('--max-message-size <B>', 'largest frame accepted (larger: close 1009); units k, M, G (binary)', defaults.maxMessageSize))
     .addOption(sizeOption('--max-buffered <B>', 'unsent bytes (+128 per message) per connection before it is closed as too slow', defaults.maxBuffered))
@@ -148,6 +150,7 @@ export function buildProgram(): Command {
       'after',
       '\nEnvironment:\n  MLES_KEY   shared secret: joins must carry the keyed auth hash\n' +
         '  MLES_PEER_KEY  secret shared by linked servers: their links stay out of history\n' +
+        '  MLES_API_KEY  bearer token of the HTTP API on --admin-port [default: none, API off]\n' +
         '  MLES_LOG   log level (trace, debug, info, warn, error; RUST_LOG is honoured too) [default: warn]\n' +
         '  MLES_LOG_FORMAT  json | pretty (readable lines) [default: pretty if stderr is a terminal, else json]\n',
     );
@@ -158,7 +161,9 @@ export function buildProgram(): Command {
     try {
       if (flags.config !== undefined) explain = applyConfigFile(program, flags.config as string);
       input = configInput(program.opts());
-      config = resolveConfig({ key: process.env.MLES_KEY, peerKey: process.env.MLES_PEER_KEY, ...input });
+      config = resolveConfig({
+        key: process.env.MLES_KEY, peerKey: process.env.MLES_PEER_KEY, apiKey: process.env.MLES_API_KEY, ...input,
+      });
     } catch (error) {
       if (error instanceof ConfigError) fail(explain(error));
       if (error instanceof ConfigFileError) fail(error.message);
@@ -277,7 +282,11 @@ function printConfig(program: Command, config: Config): string {
     else if (option.parseArg === bytes) settings[fileKey(option)] = sizeText(value as number);
     else settings[fileKey(option)] = value as TomlValue;
   }
-  const secrets = [config.key === undefined ? [] : ['MLES_KEY'], config.peerKey === undefined ? [] : ['MLES_PEER_KEY']].flat();
+  const secrets = [
+    config.key === undefined ? [] : ['MLES_KEY'],
+    config.peerKey === undefined ? [] : ['MLES_PEER_KEY'],
+    config.apiKey === undefined ? [] : ['MLES_API_KEY'],
+  ].flat();
   return formatConfigFile(settings, secrets);
 }
 

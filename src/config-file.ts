@@ -27,7 +27,7 @@ export function settingError(file: string, setting: FileSetting, detail: string)
 }
 
 /** The secrets, by the key someone might try in the file, and the variable that holds each. */
-const SECRETS: Record<string, string> = { key: 'MLES_KEY', 'peer-key': 'MLES_PEER_KEY' };
+const SECRETS: Record<string, string> = { key: 'MLES_KEY', 'peer-key': 'MLES_PEER_KEY', 'api-key': 'MLES_API_KEY' };
 
 /** "MLES_PEER_KEY", "peer_key" and "peer-key" all mean the same secret. */
 function secretFor(key: string): string | undefined {

@@ -40,6 +40,8 @@ export interface Config {
   redis: string | undefined;
   workers: number;
   adminPort: number | undefined;
+  /** Where the admin listener binds; loopback unless asked, as it serves the HTTP API. */
+  adminHost: string;
   pingIntervalMs: number;
   maxMessageSize: number;
   maxBuffered: number;
@@ -51,6 +53,8 @@ export interface Config {
   key: string | undefined;
   /** MLES_PEER_KEY: servers that share it prove their links are links (kept out of history). */
   peerKey: string | undefined;
+  /** MLES_API_KEY: the bearer token of the HTTP API on the admin listener; unset, the API is off. */
+  apiKey: string | undefined;
 }
 
 export const LOCAL_PORT = 8080;
@@ -64,6 +68,7 @@ export const defaults = {
   httpPort: 80,
   compressionCacheMb: 24,
   history: 'memory',
+  adminHost: '127.0.0.1',
   workers: 1,
   pingIntervalMs: 24_000,
   maxMessageSize: 8 * MiB,
@@ -142,6 +147,7 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     redis: input.redis,
     workers: input.workers ?? defaults.workers,
     adminPort: input.adminPort,
+    adminHost: input.adminHost ?? defaults.adminHost,
     pingIntervalMs: input.pingIntervalMs ?? defaults.pingIntervalMs,
     maxMessageSize: input.maxMessageSize ?? defaults.maxMessageSize,
     maxBuffered: input.maxBuffered ?? defaults.maxBuffered,
@@ -149,6 +155,7 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     slowConsumerGraceMs: input.slowConsumerGraceMs ?? defaults.slowConsumerGraceMs,
     key: input.key,
     peerKey: input.peerKey,
+    apiKey: input.apiKey,
   };
   for (const domain of config.domains) {
     if (!DOMAIN.test(domain)) throw new ConfigError('--domains', `"${domain}" is not a domain name`);
@@ -173,6 +180,7 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
   checkInteger('--join-timeout', config.joinTimeoutMs, 10, 3_600_000);
   checkInteger('slowConsumerGraceMs', config.slowConsumerGraceMs, 1, 3_600_000);
   if (config.host === '') throw new ConfigError('--host', 'must not be empty');
+  if (config.adminHost === '') throw new ConfigError('--admin-host', 'must not be empty');
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new ConfigError(config.tlsCert === undefined ? '--tls-cert' : '--tls-key', '--tls-cert and --tls-key go together');
   }
@@ -190,5 +198,6 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
   }
   if (config.key === '') config.key = undefined;
   if (config.peerKey === '') config.peerKey = undefined;
+  if (config.apiKey === '') config.apiKey = undefined;
   return config;
 }

@@ -12,6 +12,7 @@ import { MlesEndpoint } from './net/mles-endpoint.js';
 import { startListener } from './net/listener.js';
 import { HttpRouter } from './net/http/router.js';
 import { startAdmin, type AdminServer } from './net/admin.js';
+import { createApi } from './net/api.js';
 import { createMetrics, type MetricSources } from './net/metrics.js';
 import { PeerLinks, defaultPeerTuning, defaultPeerUid } from './link/peers.js';
 import { ClusterHub } from './cluster/cluster-hub.js';
@@ -32,7 +33,7 @@ export interface MlesServer {
   readonly address: { host: string; port: number; url: string };
   readonly hub: Hub;
   readonly endpoint: MlesEndpoint;
-  /** The admin listener (/metrics, /healthz) if --admin-port is set, e.g. 'http://127.0.0.1:9090'. */
+  /** The admin listener (/metrics, /healthz, /api) if --admin-port is set, e.g. 'http://127.0.0.1:9090'. */
   readonly adminUrl: string | undefined;
   /** Closes every client with 1001, flushes the store and stops listening. */
   close(): Promise<void>;
@@ -56,8 +57,15 @@ function openStore(config: Config): HistoryStore {
 
 async function startAdminIfAsked(config: Config, sources: MetricSources, healthy: () => boolean, log: Logger): Promise<AdminServer | undefined> {
   if (config.adminPort === undefined) return undefined;
+  const api = createApi({
+    hub: sources.hub,
+    apiKey: config.apiKey,
+    clustered: sources.cluster !== undefined,
+    maxMessageSize: config.maxMessageSize,
+    log,
+  });
   try {
-    return await startAdmin({ port: config.adminPort, registry: createMetrics(sources), healthy, log });
+    return await startAdmin({ host: config.adminHost, port: config.adminPort, registry: createMetrics(sources), healthy, log, api });
   } catch (error) {
     throw new ConfigError('--admin-port', `cannot listen: ${(error as Error).message}`);
   }
@@ -65,7 +73,9 @@ async function startAdminIfAsked(config: Config, sources: MetricSources, healthy
 
 export async function createServer(options: ServerOptions = {}): Promise<MlesServer> {
   const { logger, now, ...partial } = options;
-  const config = resolveConfig({ key: process.env.MLES_KEY, peerKey: process.env.MLES_PEER_KEY, ...partial });
+  const config = resolveConfig({
+    key: process.env.MLES_KEY, peerKey: process.env.MLES_PEER_KEY, apiKey: process.env.MLES_API_KEY, ...partial,
+  });
   const log = logger ?? createLogger();
 
   const cluster = config.redis === undefined ? undefined : new ClusterHub({

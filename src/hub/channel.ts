@@ -86,7 +86,13 @@ export class Channel {
     return this.stored.add(siphash24Key(message.data)) || !from.peer;
   }
 
-  private checkIdle(): void {
+  /** How many people (not peer links) are joined now. */
+  get userCount(): number {
+    return this.users;
+  }
+
+  /** Tells the hub it may forget this channel if nobody is joined and nothing is queued. */
+  checkIdle(): void {
     if (this.members.size === 0 && this.steps.length === 0) this.onIdle();
   }
 

@@ -126,8 +126,12 @@ export class Hub {
     return new MemberSession(this, channel, member, key);
   }
 
-  /** A member's message, on behalf of its session: stored, then fanned out in channel order. */
-  publishFrom(channel: Channel, member: Member, message: Message): void {
+  /**
+   * A member's message, on behalf of its session: stored, then fanned out in channel order.
+   * Returns the store's append (nothing for a dropped peer repeat), for a caller that must know
+   * when the message is stored.
+   */
+  publishFrom(channel: Channel, member: Member, message: Message): MaybePromise<void> {
     this.stats.messagesIn++;
     if (!channel.admit(member, message)) {
       this.stats.peerRepeats++;
@@ -141,6 +145,45 @@ export class Hub {
       stored = Promise.reject(error);
     }
     channel.publish(member, message, stored);
+    return stored;
+  }
+
+  /**
+   * Publishes `message` on `channelName` from the server itself (the HTTP API), exactly as a
+   * member's message: stored, then delivered to every member, in channel order. Resolves once it
+   * is stored; rejects if the store failed, and then it went to no one.
+   */
+  publish(channelName: string, message: Message): Promise<void> {
+    const channel = this.channelFor(channelName);
+    const stored = this.publishFrom(channel, SERVER_SENDER, message);
+    // A channel nobody is joined to was created just for this message: let the hub forget it
+    // (with a queued append, the channel does so itself once the append settles).
+    channel.checkIdle();
+    return Promise.resolve(stored);
+  }
+
+  /** Channels with someone joined now, each with how many people (peer links not counted). */
+  channelsOnline(): Array<{ channel: string; members: number }> {
+    const online: Array<{ channel: string; members: number }> = [];
+    for (const [name, channel] of this.channels) {
+      if (channel.userCount > 0) online.push({ channel: name, members: channel.userCount });
+    }
+    return online;
+  }
+
+  /** The people joined to `channelName` now: not peer links, nor joins still waiting for history. */
+  membersOf(channelName: string): Member[] {
+    return [...(this.channels.get(channelName)?.members ?? [])].filter((member) => !member.peer);
+  }
+
+  /**
+   * Closes every person joined to `channelName` as `uid` (several if they joined with different
+   * auth) with `reason`; returns how many were closed.
+   */
+  disconnect(channelName: string, uid: string, reason: CloseReason): number {
+    const matching = this.membersOf(channelName).filter((member) => member.uid === uid);
+    for (const member of matching) member.close(reason);
+    return matching.length;
   }
 
   /** Ends a session: its (uid, channel, auth) is free again at once. */
@@ -179,6 +222,18 @@ export class Hub {
     this.onError(error, context);
   }
 }
+
+/**
+ * The sender of the server's own messages: never a member, so every member gets them; a store
+ * failure is reported to the caller of Hub.publish, not through close().
+ */
+const SERVER_SENDER: Member = {
+  uid: 'mles-server',
+  open: true,
+  deliver: () => {},
+  replay: () => {},
+  close: () => {},
+};
 
 /** A member's handle on its channel; a class rather than closures, as there is one per client. */
 class MemberSession implements Session {

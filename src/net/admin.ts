@@ -1,5 +1,6 @@
-// The admin listener: GET /metrics (Prometheus text format) and GET /healthz, on its own port
-// and on loopback, so metrics never show on the public port.
+// The admin listener: GET /metrics (Prometheus text format), GET /healthz and the HTTP API
+// (/api/*, src/net/api.ts), on its own port and on loopback unless --admin-host says otherwise,
+// so none of them ever shows on the public port.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -7,15 +8,17 @@ import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { guardRequests, logServerErrors, REQUEST_TIMEOUTS } from './http/guard.js';
 import { sendText } from './http/respond.js';
-
-export const ADMIN_HOST = '127.0.0.1';
+import type { ApiHandler } from './api.js';
 
 export interface AdminOptions {
+  host: string;
   port: number;
   registry: Registry;
   /** False while the server shuts down: /healthz then answers 503. */
   healthy: () => boolean;
   log: Logger;
+  /** Answers /api and everything under it. */
+  api: ApiHandler;
 }
 
 export interface AdminServer {
@@ -24,10 +27,14 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-export async function startAdmin({ port, registry, healthy, log }: AdminOptions): Promise<AdminServer> {
+export async function startAdmin({ host, port, registry, healthy, log, api }: AdminOptions): Promise<AdminServer> {
   const server = http.createServer(REQUEST_TIMEOUTS, guardRequests(log, (req, res) => {
+    const url = req.url ?? '';
+    const queryAt = url.indexOf('?');
+    const path = queryAt < 0 ? url : url.slice(0, queryAt);
+    // The API takes other methods than GET; the raw path keeps an encoded "/" in its segment.
+    if (path === '/api' || path.startsWith('/api/')) return api(req, res, path, queryAt < 0 ? '' : url.slice(queryAt + 1));
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, undefined, { Allow: 'GET, HEAD' });
-    const path = (req.url ?? '').split('?')[0];
     if (path === '/healthz') return healthy() ? sendText(res, 200, 'ok') : sendText(res, 503, 'shutting down');
     if (path !== '/metrics') return sendText(res, 404);
     // Returned, so that a throw in the success path reaches the guard too.
@@ -44,13 +51,14 @@ export async function startAdmin({ port, registry, healthy, log }: AdminOptions)
   }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host: ADMIN_HOST, port }, () => {
+    server.listen({ host, port }, () => {
       server.off('error', reject);
       resolve();
     });
   });
   logServerErrors(server, log, 'admin');
-  const url = `http://${ADMIN_HOST}:${(server.address() as AddressInfo).port}`;
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   log.info({ url }, 'admin listening');
   return {
     url,

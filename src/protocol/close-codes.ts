@@ -34,6 +34,7 @@ export const Close = {
   notStored: { code: CloseCode.internalError, reason: 'history unavailable: a message was not stored' },
   slowConsumer: { code: CloseCode.tryAgainLater, reason: 'slow consumer: send buffer full' },
   pingFlood: { code: CloseCode.policyViolation, reason: 'too many pings while not reading' },
+  operator: { code: CloseCode.policyViolation, reason: 'disconnected by an operator' },
 } as const satisfies Record<string, CloseReason>;
 
 export function invalidJoin(what: string): CloseReason {

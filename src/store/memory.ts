@@ -44,6 +44,10 @@ export class MemoryStore implements HistoryStore {
     return dropped;
   }
 
+  clear(channel: string): void {
+    this.channels.delete(channel);
+  }
+
   countMessages(): number {
     let count = 0;
     for (const kept of this.channels.values()) count += kept.history.size;

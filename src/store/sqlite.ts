@@ -241,6 +241,17 @@ export class SqliteStore implements HistoryStore {
     return idle;
   }
 
+  clear(channel: string): void {
+    this.flush(); // appends called before the clear are cleared too
+    this.db.transaction(() => {
+      this.statements.dropMessages.run(channel);
+      this.statements.dropChannel.run(channel);
+    })();
+    // Sequence numbers restart with the channel's row; the cached history would still serve it.
+    this.states.delete(channel);
+    this.cache.delete(channel);
+  }
+
   countMessages(): number {
     return this.statements.count.get() as number;
   }

@@ -43,6 +43,11 @@ export interface HistoryStore {
   read(channel: string): MaybePromise<Message[]>;
   /** Drops the history of every channel idle since before `before` for which `keep` is false. */
   expire(before: number, keep: (channel: string) => boolean): MaybePromise<string[]>;
+  /**
+   * Drops `channel`'s whole history, including every append called before this (the HTTP API's
+   * DELETE .../history). Optional: a store without it cannot be cleared.
+   */
+  clear?(channel: string): MaybePromise<void>;
   /** Flushes pending writes and releases resources. */
   close(): Promise<void>;
   /** Messages held across all channels (for metrics; optional). */
