@@ -101,7 +101,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   });
   const endpoint = new MlesEndpoint(hub, config, log);
 
-  const router = new HttpRouter(config, log);
+  const router = new HttpRouter(config, log, {}, { hub, key: config.key, clustered: cluster !== undefined });
   const listener = await startListener({ config, log, attach: (server) => router.attach(server, endpoint) }).catch(
     async (error: unknown) => {
       await store.close();

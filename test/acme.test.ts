@@ -3,7 +3,10 @@
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type tls from 'node:tls';
@@ -169,4 +172,29 @@ test('before the first certificate handshakes fail cleanly (logged once); a fail
   await logs.waitFor('certificate issued');
   const root = await pebble.issuingRoot();
   await peerFingerprint(port, { ca: root, servername: DOMAIN, rejectUnauthorized: true });
+});
+
+test('an unreachable ACME directory is a warning at once, with its URL and the real cause', { timeout: 30_000 }, async (t) => {
+  const closed = await freePort();
+  // Something that answers, but not as an ACME directory would (a captive portal, a wrong path).
+  const portal = http.createServer((_req, res) => res.writeHead(200, { 'Content-Type': 'text/html' }).end('<html>hi</html>'));
+  portal.listen(0, '127.0.0.1');
+  await once(portal, 'listening');
+  t.after(() => portal.close());
+  const cases = [
+    { url: `https://127.0.0.1:${closed}/dir`, cause: `connect ECONNREFUSED 127.0.0.1:${closed}` },
+    { url: `http://127.0.0.1:${(portal.address() as AddressInfo).port}/dir`, cause: 'the answer is not JSON (Content-Type: text/html)' },
+  ];
+  for (const { url, cause } of cases) {
+    const started = Date.now();
+    const server = await startMles(t, ['--domains', DOMAIN, '--host', '127.0.0.1', '--port', '0', '--acme-directory', url]);
+    await server.waitForLog(`ACME directory ${url} unreachable`);
+    assert.ok(Date.now() - started < 10_000, 'the warning took too long');
+    const line = JSON.parse(server.stderr().split('\n').find((l) => l.includes('unreachable'))!) as Record<string, unknown>;
+    assert.equal(line.level, 40, 'logged at warn');
+    assert.equal(line.directory, url);
+    assert.equal(line.cause, cause);
+    assert.match(String(line.msg), /^certificate order failed: .*; retrying in 60 s$/);
+    await server.stop();
+  }
 });

@@ -1,5 +1,6 @@
 // The demo web app in headless Chromium, used like a person would: two people chat in one
-// channel, a third joins later and sees the history, and the pages ride out a server restart.
+// channel and see each other online, a third joins later and sees the history, the pages ride
+// out a server restart, and one who leaves is shown as away to the others.
 // The real server serves the freshly built app from public/. Screenshots go to test-output/.
 
 import { test } from 'node:test';
@@ -59,6 +60,14 @@ async function say({ page }: Person, text: string): Promise<void> {
   await page.press('#send-form input[name=text]', 'Enter');
 }
 
+/** Waits until the member list shows exactly `names` online (presence is polled every few seconds). */
+async function online({ page }: Person, names: string[]): Promise<void> {
+  await page.waitForFunction(
+    (expected) => Array.from(document.querySelectorAll('#members li.online'), (li) => li.textContent).join() === expected,
+    names.join(),
+  );
+}
+
 function sees({ page }: Person, text: string): Promise<void> {
   return page.locator('#messages .message .text', { hasText: text }).waitFor();
 }
@@ -67,7 +76,7 @@ async function screenshot({ page }: Person, name: string): Promise<void> {
   await page.screenshot({ path: path.join(OUTPUT, `browser-${name}.png`) });
 }
 
-test('the demo app: chat between two pages, history for a later third, reconnect after a server restart', { timeout: 90_000 }, async (t) => {
+test('the demo app: chat and presence between two pages, history for a later third, reconnect after a server restart, leaving', { timeout: 90_000 }, async (t) => {
   if (!requirePrograms(t, 'chromium', ['chromium'])) return;
   mkdirSync(OUTPUT, { recursive: true });
   await buildDemo();
@@ -82,6 +91,8 @@ test('the demo app: chat between two pages, history for a later third, reconnect
   await screenshot(alice, 'join');
   await join(alice, 'garden');
   await join(bob, 'garden');
+  await online(alice, ['alice', 'bob']);
+  await online(bob, ['bob', 'alice']);
 
   await say(alice, 'Hello from Alice');
   await sees(bob, 'Hello from Alice');
@@ -117,6 +128,14 @@ test('the demo app: chat between two pages, history for a later third, reconnect
   await say(alice, 'Still there after the restart?');
   await sees(bob, 'Still there after the restart?');
   await screenshot(bob, 'bob-after-restart');
+
+  // Bob leaves: the others still see him in the history, but greyed, no longer online.
+  await online(carol, ['carol', 'alice', 'bob']);
+  await bob.page.click('#leave');
+  await online(carol, ['carol', 'alice']);
+  await online(alice, ['alice', 'carol']);
+  await alice.page.locator('#members li.away', { hasText: 'bob' }).waitFor();
+  await screenshot(carol, 'carol-after-bob-left');
 
   for (const person of [alice, bob, carol]) assert.deepEqual(person.errors, [], `${person.name}'s page threw`);
 });

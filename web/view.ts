@@ -1,5 +1,7 @@
 // The demo's DOM: which view shows, the status line, the message list and the members list.
-// Everything received is inserted as text, never as HTML.
+// Everything received is inserted as text, never as HTML. The members list holds everyone seen
+// in the channel (join frames and chat lines, history included); once the server has said who
+// is online, those come first and the rest are greyed as "away".
 
 import type { Entry } from './entries.js';
 
@@ -31,7 +33,10 @@ export class View {
   private readonly status = byId('status');
   private readonly messages = byId('messages');
   private readonly members = byId('members');
+  /** Everyone seen, in the order first seen. */
   private readonly memberNames = new Set<string>();
+  /** Who the server last said is joined now; undefined until it has (or if it cannot say). */
+  private online: ReadonlySet<string> | undefined;
   private self = '';
 
   showJoin(error?: string): void {
@@ -49,6 +54,7 @@ export class View {
     this.messages.replaceChildren();
     this.members.replaceChildren();
     this.memberNames.clear();
+    this.online = undefined;
     this.addMember(uid);
     this.where.textContent = `#${channel} as ${uid}`;
     this.where.hidden = false;
@@ -81,6 +87,13 @@ export class View {
     this.append(item);
   }
 
+  /** Shows who is online now; undefined when presence is unknown (everyone seen is listed alike). */
+  setOnline(uids: readonly string[] | undefined): void {
+    this.online = uids && new Set(uids);
+    for (const uid of uids ?? []) this.memberNames.add(uid);
+    this.renderMembers();
+  }
+
   notice(text: string): void {
     this.append(element('li', 'notice', text));
   }
@@ -93,8 +106,21 @@ export class View {
   private addMember(uid: string): boolean {
     if (this.memberNames.has(uid)) return false;
     this.memberNames.add(uid);
-    this.members.append(element('li', uid === this.self ? 'me' : '', uid));
+    this.renderMembers();
     return true;
+  }
+
+  private renderMembers(): void {
+    const online = this.online;
+    const names = [...this.memberNames];
+    const here = (uid: string): boolean => online === undefined || online.has(uid);
+    const items = [...names.filter(here), ...names.filter((uid) => !here(uid))].map((uid) => {
+      const item = element('li', here(uid) ? (online ? 'online' : '') : 'away', uid);
+      if (uid === this.self) item.classList.add('me');
+      if (!here(uid)) item.title = 'not in the channel now';
+      return item;
+    });
+    this.members.replaceChildren(...items);
   }
 
   private append(item: HTMLElement): void {

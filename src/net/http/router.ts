@@ -1,7 +1,7 @@
-// The HTTP side of the public port: proxy rules first, then static files (spec section 5);
-// methods other than GET and HEAD get 405. Upgrades under a proxied prefix are tunnelled to
-// the upstream; every other upgrade goes to the Mles endpoint. A handler that throws costs its
-// own request (500) or upgrade socket, never the process.
+// The HTTP side of the public port: the server's own /.mles/presence, then proxy rules, then
+// static files (spec section 5); methods other than GET and HEAD get 405. Upgrades under a
+// proxied prefix are tunnelled to the upstream; every other upgrade goes to the Mles endpoint.
+// A handler that throws costs its own request (500) or upgrade socket, never the process.
 
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
@@ -11,6 +11,7 @@ import type { Config } from '../../config.js';
 import { CompressionCache } from './compression-cache.js';
 import { FileLimit } from './file-limit.js';
 import { guardRequests, guardUpgrades } from './guard.js';
+import { PRESENCE_PATH, presenceHandler, type PresenceOptions } from './presence.js';
 import { ReverseProxy, type ProxyOptions } from './proxy.js';
 import { DEFAULT_WWWROOT, StaticFiles, type StaticOptions } from './static-files.js';
 import { sendText } from './respond.js';
@@ -35,12 +36,16 @@ export class HttpRouter {
   readonly fileLimit: FileLimit;
   private readonly proxy: ReverseProxy;
   private readonly files: StaticFiles;
+  private readonly presence: ReturnType<typeof presenceHandler> | undefined;
 
+  /** Without `presence` (routing tests), /.mles/presence is an ordinary path. */
   constructor(
     config: HttpConfig,
     private readonly log: Logger,
     timings: HttpTimings = {},
+    presence?: PresenceOptions,
   ) {
+    this.presence = presence && presenceHandler(presence);
     this.proxy = new ReverseProxy(config.proxies, log, { upstreamTimeoutMs: timings.upstreamTimeoutMs });
     this.fileLimit = new FileLimit(config.fileLimit);
     this.compressionCache = new CompressionCache(config.compressionCacheMb * 1024 * 1024);
@@ -66,6 +71,10 @@ export class HttpRouter {
 
   handle(req: IncomingMessage, res: ServerResponse): void {
     res.once('close', () => this.count(res.statusCode));
+    // Ahead of the proxy rules: a proxy for `/` must not hide the demo's presence from it.
+    if (this.presence && req.url?.split('?', 1)[0] === PRESENCE_PATH) {
+      return this.presence(req, res, new URL(req.url, 'http://localhost'));
+    }
     const match = this.proxy.match(req.url);
     if (match) return this.proxy.forward(req, res, match);
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, undefined, { Allow: 'GET, HEAD' });

@@ -2,6 +2,7 @@
 // answered on our own TLS port. Orders and renewals run in the background; a failure is retried
 // with backoff while the current certificate (if any) keeps serving.
 
+import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
 import fs from 'node:fs';
@@ -18,6 +19,9 @@ const DAY_MS = 86_400_000;
 /** setTimeout's longest delay (about 24.8 days); longer waits are taken in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const SELF_CHECK_TIMEOUT_MS = 10_000;
+const DIRECTORY_TIMEOUT_MS = 10_000;
+/** A directory is a few hundred bytes; anything this large is not one. */
+const MAX_DIRECTORY_BYTES = 1024 * 1024;
 
 export interface RetryPolicy {
   firstMs: number;
@@ -69,9 +73,70 @@ function presentedChallengeCertificate(self: SelfAddress, servername: string): P
   });
 }
 
+/** The ACME directory could not be used; `reason` is the underlying cause (ECONNREFUSED 127.0.0.1:14000, ...). */
+class DirectoryUnreachable extends Error {
+  constructor(readonly url: string, readonly reason: string) {
+    super(`ACME directory ${url} unreachable: ${reason}`);
+  }
+}
+
+/** A network error as one line: its message, its code when the message lacks it, each address tried. */
+function describeFailure(error: Error & { code?: string }): string {
+  // Node 20 tries every address of a name (::1, then 127.0.0.1) and reports all in an empty-message AggregateError.
+  if (error instanceof AggregateError && error.errors.length > 0) {
+    return [...new Set(error.errors.map((e: Error) => describeFailure(e)))].join('; ');
+  }
+  const message = error.message || error.code || String(error);
+  return error.code !== undefined && !message.includes(error.code) ? `${message} (${error.code})` : message;
+}
+
+/**
+ * Fetches the ACME directory once, without acme-client: its HTTP layer retries a refused
+ * connection five times over 75 s and then fails with "Cannot read properties of undefined".
+ * Rejects with DirectoryUnreachable naming the real cause.
+ */
+function checkDirectory(url: string, agent: https.Agent | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (reason: string): void => reject(new DirectoryUnreachable(url, reason));
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      return fail('not a URL');
+    }
+    const get = target.protocol === 'http:' ? http.get : https.get;
+    const req = get(target, { agent: target.protocol === 'https:' ? agent : undefined, timeout: DIRECTORY_TIMEOUT_MS }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > MAX_DIRECTORY_BYTES) req.destroy(new Error(`answer larger than ${MAX_DIRECTORY_BYTES} bytes`));
+        else chunks.push(chunk);
+      });
+      res.on('end', () => {
+        if (res.statusCode !== 200) return fail(`HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim());
+        let directory: unknown;
+        try {
+          directory = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        } catch {
+          return fail(`the answer is not JSON (Content-Type: ${res.headers['content-type'] ?? 'none'})`);
+        }
+        if (typeof (directory as { newAccount?: unknown } | null)?.newAccount !== 'string') {
+          return fail('the answer is JSON but not an ACME directory (no newAccount)');
+        }
+        resolve();
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${DIRECTORY_TIMEOUT_MS / 1000} s`)));
+    req.on('error', (error) => fail(describeFailure(error)));
+  });
+}
+
 export class AcmeCertificates {
   private readonly cache: CertCache | undefined;
   private readonly retry: RetryPolicy;
+  /** The agent acme-client uses too, when --acme-ca adds a CA; otherwise Node's default. */
+  private readonly agent: https.Agent | undefined;
   private client: acme.Client | undefined;
   private challengeKey: Buffer | undefined;
   private self: SelfAddress | undefined;
@@ -89,7 +154,8 @@ export class AcmeCertificates {
       } catch (error) {
         throw new ConfigError('--acme-ca', (error as Error).message);
       }
-      acme.axios.defaults.httpsAgent = new https.Agent({ ca: [...tls.rootCertificates, extra] });
+      this.agent = new https.Agent({ ca: [...tls.rootCertificates, extra] });
+      acme.axios.defaults.httpsAgent = this.agent;
     }
     acme.setLogger((message) => options.log.debug({ acme: message }, 'acme-client'));
   }
@@ -157,8 +223,14 @@ export class AcmeCertificates {
     } catch (error) {
       if (this.stopped) return;
       const delay = Math.min(this.retry.firstMs * 2 ** attempt, this.retry.maxMs);
+      const retrying = `retrying in ${delay < 1000 ? `${delay} ms` : `${Math.round(delay / 1000)} s`}`;
       const what = renewing ? 'certificate renewal failed; the current certificate keeps serving' : 'certificate order failed';
-      log.error({ err: error, domains, attempt: attempt + 1, retryInMs: delay }, `${what}; retrying in ${delay < 1000 ? `${delay} ms` : `${Math.round(delay / 1000)} s`}`);
+      if (error instanceof DirectoryUnreachable) {
+        // Most often a typo in --acme-directory or no network yet: a warning the operator can act on.
+        log.warn({ directory: error.url, cause: error.reason, domains, attempt: attempt + 1, retryInMs: delay }, `${what}: ${error.message}; ${retrying}`);
+      } else {
+        log.error({ err: error, domains, attempt: attempt + 1, retryInMs: delay }, `${what}; ${retrying}`);
+      }
       this.wakeAt(Date.now() + delay, () => void this.obtain(attempt + 1));
       return;
     }
@@ -176,6 +248,9 @@ export class AcmeCertificates {
 
   private async order(): Promise<KeyAndCertificate> {
     const { domains } = this.options;
+    // Every attempt: acme-client reads the directory only once per client, so a renewal would
+    // otherwise meet an unreachable CA only through its slow retries.
+    await checkDirectory(this.options.directoryUrl, this.agent);
     this.client ??= await this.createClient();
     this.challengeKey ??= await acme.crypto.createPrivateEcdsaKey();
     const [key, csr] = await acme.crypto.createCsr({ commonName: domains[0], altNames: domains }, await acme.crypto.createPrivateEcdsaKey());
