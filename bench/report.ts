@@ -151,6 +151,15 @@ export function renderTable(report: BenchReport): string {
   return lines.join('\n');
 }
 
+/**
+ * Where a run writes its results: the --out given, else the committed folder for a full run and a
+ * temporary one for --quick, so that a quick run never replaces the committed chart (issue 14).
+ */
+export function resultsDir(out: string | undefined, quick: boolean, committed: string): string {
+  if (out !== undefined) return path.resolve(out);
+  return quick ? path.join(os.tmpdir(), 'mles-bench-quick') : committed;
+}
+
 /** Writes `<date>.json` and `latest.svg` into `dir`; returns their paths. */
 export function writeResults(report: BenchReport, dir: string): { json: string; svg: string } {
   fs.mkdirSync(dir, { recursive: true });

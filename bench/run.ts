@@ -9,7 +9,7 @@ import { DEFAULT_TARGETS, TARGETS, TARGET_NAMES, type Target, type TargetName } 
 import { ROOT, type ServerProcess } from './targets/process.js';
 import { buildCases, DEFAULT_SCENARIOS, DELIVERIES_IN_FLIGHT, SCENARIO_NAMES, type Case, type Rate, type ScenarioName, type Settings } from './scenarios/index.js';
 import { GeneratorPool } from './generator-pool.js';
-import { describeMachine, renderTable, writeResults, type BenchReport, type CaseResult, type TargetResult } from './report.js';
+import { describeMachine, renderTable, resultsDir, writeResults, type BenchReport, type CaseResult, type TargetResult } from './report.js';
 
 /** Defaults of a full run, and of --quick (which must finish within a minute on 2 cores). */
 const PROFILES = {
@@ -83,7 +83,7 @@ interface Flags {
   cycles?: number;
   churnChannels?: number;
   churnSeconds?: number;
-  out: string;
+  out?: string;
 }
 
 function program(): Command {
@@ -110,7 +110,7 @@ function program(): Command {
     .option('--churn-seconds <s>', `churn: no session starts after this many seconds of the measured run; also the longest wait for RSS to come back [${PROFILES.full.churnSeconds}; quick ${PROFILES.quick.churnSeconds}]`, seconds)
     .option('--seed <n>', 'many-channels: seed of the channel sizes', whole(0), 1)
     .option('--mles-history <store>', 'history store of this server: memory or sqlite (a fresh file per case)', storeKind, 'memory')
-    .option('--out <dir>', 'results folder', path.join(ROOT, 'bench/results'));
+    .option('--out <dir>', 'results folder [bench/results, whose latest.svg is the committed chart; with --quick a temporary folder, so that a quick run leaves the working tree as it was: give --out bench/results to update the chart from one]');
 }
 
 function settingsOf(flags: Flags): Settings {
@@ -201,7 +201,7 @@ async function main(): Promise<number> {
     await pool.close();
   }
   process.stdout.write(renderTable(report) + '\n');
-  const files = writeResults(report, path.resolve(flags.out));
+  const files = writeResults(report, resultsDir(flags.out, Boolean(flags.quick), path.join(ROOT, 'bench/results')));
   log(`results: ${path.relative(process.cwd(), files.json)}, chart: ${path.relative(process.cwd(), files.svg)} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
   const failed = report.cases.flatMap((c) => c.results.filter((r) => r.status === 'failed').map((r) => `${c.title} / ${r.label}`));
   if (failed.length > 0) log(`FAILED: ${failed.join('; ')}`);

@@ -9,7 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { TomlValue } from 'smol-toml';
 import { ConfigError, parseProxyRule, resolveConfig, defaults, type Config } from './config.js';
-import { ConfigFileError, formatConfigFile, readConfigFile, settingError, type FileSetting } from './config-file.js';
+// config-file.js (and its TOML parser) is imported only for --config and --print-config.
+import type { FileSetting } from './config-file.js';
+type ConfigFileModule = typeof import('./config-file.js');
 import { createServer } from './server.js';
 import { createLogger } from './logger.js';
 import { installCrashHandler } from './crash.js';
@@ -158,18 +160,19 @@ export function buildProgram(): Command {
     let explain = (error: ConfigError): string => error.message;
     let input: Partial<Config>;
     let config: Config;
+    const configFile = flags.config !== undefined || flags.printConfig ? await import('./config-file.js') : undefined;
     try {
-      if (flags.config !== undefined) explain = applyConfigFile(program, flags.config as string);
+      if (flags.config !== undefined) explain = applyConfigFile(configFile!, program, flags.config as string);
       input = configInput(program.opts());
       config = resolveConfig({
         key: process.env.MLES_KEY, peerKey: process.env.MLES_PEER_KEY, apiKey: process.env.MLES_API_KEY, ...input,
       });
     } catch (error) {
       if (error instanceof ConfigError) fail(explain(error));
-      if (error instanceof ConfigFileError) fail(error.message);
+      if (configFile && error instanceof configFile.ConfigFileError) fail(error.message);
       throw error;
     }
-    if (flags.printConfig) process.stdout.write(printConfig(program, config));
+    if (flags.printConfig) process.stdout.write(printConfig(configFile!, program, config));
     else await run(input, explain);
   });
   program
@@ -228,7 +231,8 @@ function configInput(flags: Record<string, unknown>): Partial<Config> {
  * parser. Returns how to word a later ConfigError: by the file's key and line when that setting
  * came from the file (a range check in resolveConfig, a path that cannot be opened).
  */
-function applyConfigFile(program: Command, file: string): (error: ConfigError) => string {
+function applyConfigFile(configFile: ConfigFileModule, program: Command, file: string): (error: ConfigError) => string {
+  const { readConfigFile, settingError } = configFile;
   const options = new Map(settingOptions(program).map((option) => [fileKey(option), option]));
   const settings = new Map<string, FileSetting>();
   for (const setting of readConfigFile(file)) {
@@ -273,7 +277,7 @@ function fromFile(option: Option, value: TomlValue): unknown {
 }
 
 /** The resolved settings as a TOML file for --config, in help order; secrets only mentioned. */
-function printConfig(program: Command, config: Config): string {
+function printConfig(configFile: ConfigFileModule, program: Command, config: Config): string {
   const settings: Record<string, TomlValue> = {};
   for (const option of settingOptions(program)) {
     const value = config[FIELDS[option.attributeName() as keyof typeof FIELDS]];
@@ -287,7 +291,7 @@ function printConfig(program: Command, config: Config): string {
     config.peerKey === undefined ? [] : ['MLES_PEER_KEY'],
     config.apiKey === undefined ? [] : ['MLES_API_KEY'],
   ].flat();
-  return formatConfigFile(settings, secrets);
+  return configFile.formatConfigFile(settings, secrets);
 }
 
 /** package.json's version, from the nearest one above this module (src/ under tsx, dist/src/ built). */

@@ -6,16 +6,13 @@ import { resolveConfig, ConfigError, type Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { Hub, DAY_MS } from './hub/hub.js';
 import { MemoryStore } from './store/memory.js';
-import { SqliteStore } from './store/sqlite.js';
 import type { HistoryStore } from './store/store.js';
 import { MlesEndpoint } from './net/mles-endpoint.js';
 import { startListener } from './net/listener.js';
 import { HttpRouter } from './net/http/router.js';
-import { startAdmin, type AdminServer } from './net/admin.js';
-import { createApi } from './net/api.js';
-import { createMetrics, type MetricSources } from './net/metrics.js';
+import type { AdminServer } from './net/admin.js';
+import type { MetricSources } from './net/metrics.js';
 import { PeerLinks, defaultPeerTuning, defaultPeerUid } from './link/peers.js';
-import { ClusterHub } from './cluster/cluster-hub.js';
 import { CloseCode, type CloseReason } from './protocol/close-codes.js';
 
 export { resolveConfig, ConfigError, type Config } from './config.js';
@@ -44,10 +41,13 @@ export interface MlesServer {
 /** What clients are told when the server stops on an internal error: come back later. */
 const CRASHED: CloseReason = { code: CloseCode.internalError, reason: 'internal server error: restarting' };
 
-function openStore(config: Config): HistoryStore {
+// What a mode alone needs (SQLite, Redis, the admin port's metrics, ACME in src/net/tls) is
+// imported when that mode is chosen, so that a plain local server does not hold it (issue 14).
+async function openStore(config: Config): Promise<HistoryStore> {
   const caps = { historyBytes: config.historyBytes };
   if (config.history === 'memory') return new MemoryStore(config.limit, caps);
   const file = path.resolve(config.history.slice('sqlite:'.length));
+  const { SqliteStore } = await import('./store/sqlite.js');
   try {
     return new SqliteStore(file, config.limit, caps);
   } catch (error) {
@@ -57,6 +57,9 @@ function openStore(config: Config): HistoryStore {
 
 async function startAdminIfAsked(config: Config, sources: MetricSources, healthy: () => boolean, log: Logger): Promise<AdminServer | undefined> {
   if (config.adminPort === undefined) return undefined;
+  const [{ createApi }, { createMetrics }, { startAdmin }] = await Promise.all([
+    import('./net/api.js'), import('./net/metrics.js'), import('./net/admin.js'),
+  ]);
   const api = createApi({
     hub: sources.hub,
     apiKey: config.apiKey,
@@ -78,7 +81,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   });
   const log = logger ?? createLogger();
 
-  const cluster = config.redis === undefined ? undefined : new ClusterHub({
+  const cluster = config.redis === undefined ? undefined : new (await import('./cluster/cluster-hub.js')).ClusterHub({
     redisUrl: config.redis,
     limit: config.limit,
     historyBytes: config.historyBytes,
@@ -91,7 +94,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     throw new ConfigError('--redis', `cannot reach Redis at ${hostname}:${port || 6379}`);
   }
   // In cluster mode history lives in Redis; the hub's store is then an empty placeholder.
-  const store = cluster ? cluster.store : openStore(config);
+  const store = cluster ? cluster.store : await openStore(config);
   const hub = cluster ?? new Hub({
     store,
     ...(now ? { now } : {}),

@@ -134,3 +134,22 @@ test('npm run bench -- --quick, tiny: a result per target, no loss at a low fixe
     });
   }
 });
+
+test('--quick without --out never writes the committed chart; a full run and an explicit --out do', async () => {
+  const { resultsDir } = await import('../bench/report.js');
+  const committed = path.join(process.cwd(), 'bench/results');
+  assert.notEqual(path.dirname(resultsDir(undefined, true, committed)), committed);
+  assert.ok(!resultsDir(undefined, true, committed).startsWith(committed));
+  assert.equal(resultsDir(undefined, false, committed), committed);
+  assert.equal(resultsDir('bench/results', true, committed), path.resolve('bench/results'));
+});
+
+test('npm run bench -- --quick (no --out) leaves bench/results/latest.svg as it was', async () => {
+  const before = fs.readFileSync('bench/results/latest.svg');
+  const { code, stderr } = await runBench([
+    '--quick', '--targets', 'mles', '--scenarios', 'fanout', '--rate', '200', '--subscribers', '2', '--warmup', '0.1', '--duration', '0.2',
+  ]);
+  assert.equal(code, 0, stderr);
+  assert.match(stderr, /chart: .*mles-bench-quick/);
+  assert.deepEqual(fs.readFileSync('bench/results/latest.svg'), before);
+});

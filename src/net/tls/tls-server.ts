@@ -4,7 +4,9 @@
 import https from 'node:https';
 import type { Config } from '../../config.js';
 import type { Logger } from '../../logger.js';
-import { AcmeCertificates, LETS_ENCRYPT, type RetryPolicy, type SelfAddress } from './acme.js';
+// acme.js (and acme-client with its crypto stack, the largest thing mles could load) is imported
+// only when ACME is used: --tls-cert and local mode never hold it.
+import type { RetryPolicy, SelfAddress } from './acme.js';
 import { AlpnChallengeResponder } from './alpn-responder.js';
 import { OwnCertificate } from './own-cert.js';
 import { ServingCertificate } from './serving-certificate.js';
@@ -21,8 +23,10 @@ export interface TlsServer {
   stop(): void;
 }
 
-export function acmeDirectoryUrl(config: Config): string {
-  return config.acmeDirectory ?? (config.staging ? LETS_ENCRYPT.staging : LETS_ENCRYPT.production);
+export async function acmeDirectoryUrl(config: Config): Promise<string> {
+  if (config.acmeDirectory !== undefined) return config.acmeDirectory;
+  const { LETS_ENCRYPT } = await import('./acme.js');
+  return config.staging ? LETS_ENCRYPT.staging : LETS_ENCRYPT.production;
 }
 
 /** True when the flags ask for TLS: own certificate files, or domains to get certificates for. */
@@ -64,10 +68,11 @@ export async function createTlsServer(config: Config, log: Logger, acmeRetry?: R
   if (config.cache === undefined) {
     log.warn("no --cache: every start orders new certificates, and Let's Encrypt limits how many you may get");
   }
+  const { AcmeCertificates } = await import('./acme.js');
   const acme = new AcmeCertificates({
     domains: config.domains,
     emails: config.emails,
-    directoryUrl: acmeDirectoryUrl(config),
+    directoryUrl: await acmeDirectoryUrl(config),
     caFile: config.acmeCa,
     cacheDir: config.cache,
     serving,
