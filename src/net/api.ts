@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Hub } from '../hub/hub.js';
 import { Close } from '../protocol/close-codes.js';
 import type { Message } from '../store/store.js';
+import { sendJson } from './http/respond.js';
 
 /** What a body may carry beyond its message: the JSON around it and base64's 4/3. */
 const BODY_SLACK = 64 * 1024;
@@ -37,17 +38,6 @@ class ApiError extends Error {
   }
 }
 
-function sendJson(res: ServerResponse, status: number, value: unknown, headers: OutgoingHttpHeaders = {}): void {
-  const body = JSON.stringify(value) + '\n';
-  res.writeHead(status, {
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    'Cache-Control': 'no-store',
-    'X-Content-Type-Options': 'nosniff',
-    ...headers,
-  });
-  res.end(body);
-}
 
 /** Hashing both sides gives equal lengths, so the comparison takes the same time for any token. */
 function sameSecret(given: string, expected: string): boolean {

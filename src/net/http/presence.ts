@@ -8,6 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Hub } from '../../hub/hub.js';
 import { authHash } from '../../protocol/join.js';
+import { sendJson } from './respond.js';
 
 export const PRESENCE_PATH = '/.mles/presence';
 
@@ -22,17 +23,6 @@ export interface PresenceOptions {
   clustered: boolean;
 }
 
-function sendJson(req: IncomingMessage, res: ServerResponse, status: number, value: unknown): void {
-  const body = JSON.stringify(value) + '\n';
-  res.writeHead(status, {
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    // Presence changes from one second to the next: no cache may answer for us.
-    'Cache-Control': 'no-store',
-    'X-Content-Type-Options': 'nosniff',
-  });
-  res.end(req.method === 'HEAD' ? undefined : body);
-}
 
 /** Compared as numbers, as a join compares them: case and leading zeros do not matter. */
 function authValid(auth: string | null, uid: string, channel: string, key: string): boolean {
@@ -43,19 +33,19 @@ export function presenceHandler(options: PresenceOptions): (req: IncomingMessage
   return (req, res, url) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('Allow', 'GET, HEAD');
-      return sendJson(req, res, 405, { error: 'use GET' });
+      return sendJson(res, 405, { error: 'use GET' }, { Allow: 'GET, HEAD' });
     }
-    if (options.clustered) return sendJson(req, res, 501, { error: 'presence is not cluster-wide yet' });
+    if (options.clustered) return sendJson(res, 501, { error: 'presence is not cluster-wide yet' });
     const channel = url.searchParams.get('channel');
     const uid = url.searchParams.get('uid');
     if (!channel || !uid || !ASCII.test(channel) || !ASCII.test(uid)) {
-      return sendJson(req, res, 400, { error: 'channel and uid are required, as non-empty ASCII' });
+      return sendJson(res, 400, { error: 'channel and uid are required, as non-empty ASCII' });
     }
     if (options.key !== undefined && !authValid(url.searchParams.get('auth'), uid, channel, options.key)) {
-      return sendJson(req, res, 403, { error: 'auth does not match this uid and channel' });
+      return sendJson(res, 403, { error: 'auth does not match this uid and channel' });
     }
     // Someone joined twice (two tabs, different auth) is one person online.
     const online = [...new Set(options.hub.membersOf(channel).map((member) => member.uid))];
-    sendJson(req, res, 200, { online });
+    sendJson(res, 200, { online });
   };
 }

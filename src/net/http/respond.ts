@@ -1,4 +1,4 @@
-// Short plain-text responses (errors, redirects) shared by the HTTP handlers.
+// Short plain-text and JSON responses (errors, redirects, API answers) shared by the HTTP handlers.
 
 import { STATUS_CODES, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 
@@ -12,4 +12,20 @@ export function sendText(res: ServerResponse, status: number, text?: string, hea
     ...headers,
   });
   res.end(body);
+}
+
+/**
+ * Ends `res` with `value` as JSON. Never cached: what it reports (presence, channels, history)
+ * changes from one second to the next. A HEAD request gets the headers only.
+ */
+export function sendJson(res: ServerResponse, status: number, value: unknown, headers: OutgoingHttpHeaders = {}): void {
+  const body = JSON.stringify(value) + '\n';
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+    ...headers,
+  });
+  res.end(res.req?.method === 'HEAD' ? undefined : body);
 }
