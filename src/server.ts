@@ -136,19 +136,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   expiryTimer.unref();
 
   let closing: Promise<void> | undefined;
-  const admin = await startAdminIfAsked(config, { hub, endpoint, http: router, cluster: cluster?.cluster }, () => closing === undefined, log).catch(
-    async (error: unknown) => {
-      // Release everything taken so far, the database lock included, so the caller may retry.
-      clearInterval(expiryTimer);
-      peers?.close();
-      endpoint.close();
-      listener.closeAllConnections();
-      await listener.close();
-      await store.close();
-      await cluster?.close();
-      throw error;
-    },
-  );
+  let admin: AdminServer | undefined;
   // Shutdown and crash take the same steps; only what the clients are told differs.
   const stop = (reason?: CloseReason): Promise<void> => {
     closing ??= (async () => {
@@ -165,6 +153,13 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     })();
     return closing;
   };
+  try {
+    admin = await startAdminIfAsked(config, { hub, endpoint, http: router, cluster: cluster?.cluster }, () => closing === undefined, log);
+  } catch (error) {
+    // Release everything taken so far, the database lock included, so the caller may retry.
+    await stop();
+    throw error;
+  }
   return {
     config,
     address: { host: listener.host, port: listener.port, url: listener.url },

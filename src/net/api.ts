@@ -8,6 +8,7 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:
 import type { Logger } from 'pino';
 import type { Hub } from '../hub/hub.js';
 import { Close } from '../protocol/close-codes.js';
+import { isName } from '../protocol/join.js';
 import type { Message } from '../store/store.js';
 import { sendJson } from './http/respond.js';
 
@@ -15,8 +16,6 @@ import { sendJson } from './http/respond.js';
 const BODY_SLACK = 64 * 1024;
 /** A request body that has not fully arrived by then is abandoned (a stalled client holds nothing). */
 const BODY_TIMEOUT_MS = 10_000;
-/** A channel or uid as a join frame has it (src/protocol/join.ts): non-empty ASCII. */
-const ASCII = /^[\x00-\x7f]+$/;
 /** Canonical base64, so that what is stored is exactly what the caller meant. */
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
@@ -64,7 +63,7 @@ function name(segment: string, what: string): string {
 function checkName(value: unknown, what: string): string {
   if (typeof value !== 'string') throw new ApiError(400, `${what} must be a string`);
   if (value === '') throw new ApiError(400, `empty ${what}`);
-  if (!ASCII.test(value)) throw new ApiError(400, `${what} must be ASCII`);
+  if (!isName(value)) throw new ApiError(400, `${what} must be ASCII`);
   return value;
 }
 

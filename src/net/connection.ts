@@ -17,7 +17,7 @@ import { Close, CloseCode, type CloseCodeValue, type CloseReason } from '../prot
 import { parseJoin } from '../protocol/join.js';
 import type { Hub, Session } from '../hub/hub.js';
 import type { Member } from '../hub/member.js';
-import type { Message } from '../store/store.js';
+import { MESSAGE_OVERHEAD, type Message } from '../store/store.js';
 import { frameOf, writeFrame } from './frame.js';
 import { closeCodeOf, onCloseFrame, onProtocolError, socketOf } from './ws-internals.js';
 
@@ -27,11 +27,6 @@ const OPEN = 1; // WebSocket.OPEN
 const QUEUE_AT = 256 * 1024;
 /** Frames are coalesced into writes of about this size when the backlog is pumped. */
 const WRITE_CHUNK = 64 * 1024;
-/**
- * What a queued message costs beyond its frame bytes (array slot, and its share of the Message
- * and frame objects it keeps alive), so that a backlog of tiny frames is bounded by its real cost.
- */
-export const ENTRY_COST = 128;
 /** Pongs answered while the socket is behind (the client reads nothing) before it is closed. */
 const MAX_UNREAD_PONGS = 60;
 
@@ -159,7 +154,7 @@ export class Connection implements Member {
   private readonly socket: Socket;
   /** Set while the connection is in queued mode. */
   private backlog: Backlog | undefined;
-  /** What the backlog's live messages cost (frame bytes + ENTRY_COST each). */
+  /** What the backlog's live messages cost (frame bytes + MESSAGE_OVERHEAD each). */
   private liveCost = 0;
   private lastProgressAt = 0;
   private unreadPongs = 0;
@@ -261,7 +256,7 @@ export class Connection implements Member {
     if (!this.open) return;
     this.open = false;
     this.leave();
-    this.dropBacklog();
+    this.leaveQueueing();
     this.ws.close(reason.code, reason.reason);
   }
 
@@ -329,7 +324,7 @@ export class Connection implements Member {
       const index = backlog.head++;
       const message = items[index]!;
       items[index] = undefined as unknown as Message; // let it go as soon as it is written
-      if (index >= backlog.replayEnd) this.liveCost -= frameBytes(message) + ENTRY_COST;
+      if (index >= backlog.replayEnd) this.liveCost -= frameBytes(message) + MESSAGE_OVERHEAD;
       const frame = frameOf(message);
       if (Array.isArray(frame)) {
         this.writeChunk(chunk, chunkBytes);
@@ -371,10 +366,6 @@ export class Connection implements Member {
     this.liveCost = 0;
   }
 
-  private dropBacklog(): void {
-    if (this.backlog !== undefined) this.leaveQueueing();
-  }
-
   /**
    * A live message while the member is behind. A reader slower than a burst still drains; a
    * stalled one does not. Close only a member whose backlog costs more than the hard bound, or
@@ -382,7 +373,7 @@ export class Connection implements Member {
    */
   private queueLive(message: Message): void {
     this.backlog!.items.push(message);
-    this.liveCost += frameBytes(message) + ENTRY_COST;
+    this.liveCost += frameBytes(message) + MESSAGE_OVERHEAD;
     const { maxBuffered, slowConsumerGraceMs } = this.limits;
     if (this.liveCost <= maxBuffered / 4) return;
     if (this.liveCost > maxBuffered || performance.now() - this.lastProgressAt > slowConsumerGraceMs) {
@@ -405,7 +396,7 @@ export class Connection implements Member {
     this.open = false;
     clearTimeout(this.joinTimer);
     this.leave();
-    this.dropBacklog();
+    this.leaveQueueing();
     this.held = undefined;
     this.events.onClosed(this);
   }

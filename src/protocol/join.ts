@@ -33,15 +33,21 @@ export function authHash(uid: string, channel: string, key?: string): string {
   return siphash24Hex(encoder.encode(uid + channel + (key ?? '')));
 }
 
-function authMatches(auth: string, expected: string): boolean {
-  return HEX.test(auth) && BigInt('0x' + auth) === BigInt('0x' + expected);
+/** A uid or a channel as the protocol has them: a non-empty ASCII string. */
+export function isName(value: string): boolean {
+  return ASCII.test(value);
+}
+
+/** Whether `auth` is the auth hash of (uid, channel, key), compared as numbers: case and leading zeros do not matter. */
+export function authMatches(auth: string, uid: string, channel: string, key: string | undefined): boolean {
+  return HEX.test(auth) && BigInt('0x' + auth) === BigInt('0x' + authHash(uid, channel, key));
 }
 
 function requiredAscii(value: unknown, name: string): string | CloseReason {
   if (value === undefined) return invalidJoin(`missing ${name}`);
   if (typeof value !== 'string') return invalidJoin(`${name} must be a string`);
   if (value.length === 0) return invalidJoin(`empty ${name}`);
-  if (!ASCII.test(value)) return invalidJoin(`${name} must be ASCII`);
+  if (!isName(value)) return invalidJoin(`${name} must be ASCII`);
   return value;
 }
 
@@ -70,7 +76,7 @@ export function parseJoin(data: Buffer, isBinary: boolean, key: string | undefin
   if (auth !== undefined && typeof auth !== 'string') {
     return { ok: false, close: invalidJoin('auth must be a string') };
   }
-  if (auth === undefined ? key !== undefined : !authMatches(auth, authHash(uid, channel, key))) {
+  if (auth === undefined ? key !== undefined : !authMatches(auth, uid, channel, key)) {
     return { ok: false, close: Close.authFailed };
   }
   // A `peerauth` that is not a string proves nothing; like any unknown field it is ignored.

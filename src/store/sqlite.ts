@@ -19,12 +19,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { History } from './history.js';
-import { overLimits, type HistoryLimits, type HistoryStore, type Message } from './store.js';
+import { MESSAGE_OVERHEAD, overLimits, type HistoryLimits, type HistoryStore, type Message } from './store.js';
 
 /** Rows per transaction before a batch is committed without waiting for the turn to end. */
 const MAX_BATCH = 2_000;
-/** What a cached message costs besides its payload: its share of the objects that keep it. */
-const ENTRY_COST = 128;
 /** The read cache's smallest default budget. */
 const MIN_CACHE_BYTES = 64 * 1024 * 1024;
 
@@ -157,7 +155,7 @@ export class SqliteStore implements HistoryStore {
 
   constructor(readonly file: string, limit: number, options: SqliteOptions = {}) {
     this.limits = { limit, historyBytes: options.historyBytes ?? 0 };
-    const fullChannel = this.limits.historyBytes > 0 ? this.limits.historyBytes + limit * ENTRY_COST : 0;
+    const fullChannel = this.limits.historyBytes > 0 ? this.limits.historyBytes + limit * MESSAGE_OVERHEAD : 0;
     this.cache = new ReadCache(options.cacheBytes ?? Math.max(MIN_CACHE_BYTES, fullChannel));
     this.db = openDatabase(file);
     this.statements = {
@@ -341,7 +339,7 @@ export class SqliteStore implements HistoryStore {
 
 /**
  * Recently read channels' histories, shared by every read of them. Bounded by what its messages
- * cost (payload + ENTRY_COST each): the least recently read channels go first.
+ * cost (payload + MESSAGE_OVERHEAD each): the least recently read channels go first.
  */
 class ReadCache {
   /** In order of use, least recent first (a Map iterates in insertion order). */
@@ -403,5 +401,5 @@ class ReadCache {
 }
 
 function costOf(history: History): number {
-  return history.bytes + history.size * ENTRY_COST;
+  return history.bytes + history.size * MESSAGE_OVERHEAD;
 }

@@ -9,6 +9,13 @@ export interface Message {
 
 export type MaybePromise<T> = T | Promise<T>;
 
+/**
+ * What holding a message costs besides its payload: its share of the objects that keep it (the
+ * Message, its Buffers, an array slot). Bounds that count messages by cost (a connection's
+ * backlog, the SQLite read cache) add it per message, so tiny messages are not free.
+ */
+export const MESSAGE_OVERHEAD = 128;
+
 /** How much history a store keeps per channel. */
 export interface HistoryLimits {
   /** Messages kept (`--limit`). */

@@ -7,13 +7,11 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Hub } from '../../hub/hub.js';
-import { authHash } from '../../protocol/join.js';
+import { authMatches, isName } from '../../protocol/join.js';
 import { sendJson } from './respond.js';
 
 export const PRESENCE_PATH = '/.mles/presence';
 
-const ASCII = /^[\x00-\x7f]+$/;
-const HEX = /^[0-9a-fA-F]{1,16}$/;
 
 export interface PresenceOptions {
   hub: Pick<Hub, 'membersOf'>;
@@ -24,24 +22,19 @@ export interface PresenceOptions {
 }
 
 
-/** Compared as numbers, as a join compares them: case and leading zeros do not matter. */
-function authValid(auth: string | null, uid: string, channel: string, key: string): boolean {
-  return auth !== null && HEX.test(auth) && BigInt('0x' + auth) === BigInt('0x' + authHash(uid, channel, key));
-}
 
 export function presenceHandler(options: PresenceOptions): (req: IncomingMessage, res: ServerResponse, url: URL) => void {
   return (req, res, url) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.setHeader('Allow', 'GET, HEAD');
       return sendJson(res, 405, { error: 'use GET' }, { Allow: 'GET, HEAD' });
     }
     if (options.clustered) return sendJson(res, 501, { error: 'presence is not cluster-wide yet' });
     const channel = url.searchParams.get('channel');
     const uid = url.searchParams.get('uid');
-    if (!channel || !uid || !ASCII.test(channel) || !ASCII.test(uid)) {
+    if (channel === null || uid === null || !isName(channel) || !isName(uid)) {
       return sendJson(res, 400, { error: 'channel and uid are required, as non-empty ASCII' });
     }
-    if (options.key !== undefined && !authValid(url.searchParams.get('auth'), uid, channel, options.key)) {
+    if (options.key !== undefined && !authMatches(url.searchParams.get('auth') ?? '', uid, channel, options.key)) {
       return sendJson(res, 403, { error: 'auth does not match this uid and channel' });
     }
     // Someone joined twice (two tabs, different auth) is one person online.
