@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { TomlValue } from 'smol-toml';
-import { ConfigError, parseProxyRule, resolveConfig, defaults, type Config } from './config.js';
+import { ConfigError, maskPassword, parseProxyRule, resolveConfig, defaults, type Config } from './config.js';
 // config-file.js (and its TOML parser) is imported only for --config and --print-config.
 import type { FileSetting } from './config-file.js';
 type ConfigFileModule = typeof import('./config-file.js');
@@ -91,6 +91,8 @@ const FIELDS = {
   peerUid: 'peerUid',
   redis: 'redis',
   workers: 'workers',
+  mqtt: 'mqtt',
+  mqttPrefix: 'mqttPrefix',
   adminPort: 'adminPort',
   adminHost: 'adminHost',
   pingInterval: 'pingIntervalMs',
@@ -139,6 +141,8 @@ export function buildProgram(): Command {
     .option('--peer-uid <UID>', 'uid this server uses on its peers [default: mles-peer-<hostname>-<port>]')
     .option('--redis <URL>', 'join the cluster that shares this Redis (redis:// or rediss://)')
     .option('--workers <N>', 'processes sharing the port, each a cluster node; more than 1 needs --redis', integer, defaults.workers)
+    .option('--mqtt <URL>', 'bridge channels to this MQTT broker (mqtt://, mqtts://, ws://, wss://; user:password@ in the URL) [default: off]')
+    .option('--mqtt-prefix <P>', 'MQTT topic prefix: channel C is topic <P>C; empty or ending in /', defaults.mqttPrefix)
     .option('--admin-port <PORT>', '/metrics, /healthz and the HTTP API (/api/*, with MLES_API_KEY) [default: off]', integer)
     .option('--admin-host <ADDR>', 'bind address of --admin-port', defaults.adminHost)
     .option('--ping-interval <MS>', 'milliseconds between pings; 3 missed close the connection', integer, defaults.pingIntervalMs)
@@ -279,10 +283,13 @@ function fromFile(option: Option, value: TomlValue): unknown {
 /** The resolved settings as a TOML file for --config, in help order; secrets only mentioned. */
 function printConfig(configFile: ConfigFileModule, program: Command, config: Config): string {
   const settings: Record<string, TomlValue> = {};
+  const masked: string[] = [];
   for (const option of settingOptions(program)) {
     const value = config[FIELDS[option.attributeName() as keyof typeof FIELDS]];
     if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
-    if (option.parseArg === proxyRule) settings[fileKey(option)] = config.proxies.map((rule) => `${rule.prefix}=${rule.url}`);
+    // A URL with a password is only mentioned, masked: a printout must not carry it.
+    if (option.attributeName() === 'mqtt' && maskPassword(value as string) !== value) masked.push(`${fileKey(option)} = ${JSON.stringify(maskPassword(value as string))}`);
+    else if (option.parseArg === proxyRule) settings[fileKey(option)] = config.proxies.map((rule) => `${rule.prefix}=${rule.url}`);
     else if (option.parseArg === bytes) settings[fileKey(option)] = sizeText(value as number);
     else settings[fileKey(option)] = value as TomlValue;
   }
@@ -291,7 +298,7 @@ function printConfig(configFile: ConfigFileModule, program: Command, config: Con
     config.peerKey === undefined ? [] : ['MLES_PEER_KEY'],
     config.apiKey === undefined ? [] : ['MLES_API_KEY'],
   ].flat();
-  return configFile.formatConfigFile(settings, secrets);
+  return configFile.formatConfigFile(settings, secrets, masked);
 }
 
 /** package.json's version, from the nearest one above this module (src/ under tsx, dist/src/ built). */

@@ -80,13 +80,15 @@ function keyLines(text: string): Map<string, number> {
 
 /**
  * `settings` as a TOML document that --config accepts, in the given order. The secrets are
- * never written: each one set (by its environment variable) is only mentioned in a comment.
+ * never written: each one set (by its environment variable) is only mentioned in a comment, and
+ * so is each `masked` setting (`key = "value with *** for its password"`).
  */
-export function formatConfigFile(settings: Record<string, TomlValue>, secretsSet: string[]): string {
+export function formatConfigFile(settings: Record<string, TomlValue>, secretsSet: string[], masked: string[] = []): string {
   const header = '# mles: effective settings (config file, then flags, then environment); unset ones are left out\n';
   const secrets = Object.entries(SECRETS)
     .filter(([, variable]) => secretsSet.includes(variable))
     .map(([key, variable]) => `# ${key} = "***"  (set by ${variable} in the environment, not by this file)\n`)
     .join('');
-  return header + stringify(settings) + '\n' + secrets;
+  const passwords = masked.map((line) => `# ${line}  (its password is not printed: put it back to use this line)\n`).join('');
+  return header + stringify(settings) + '\n' + secrets + passwords;
 }

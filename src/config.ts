@@ -39,6 +39,10 @@ export interface Config {
   peerUid: string | undefined;
   redis: string | undefined;
   workers: number;
+  /** MQTT broker to bridge channels to (mqtt://, mqtts://, ws://, wss://; credentials in the URL). */
+  mqtt: string | undefined;
+  /** Topic prefix of the bridge: channel C is topic `${mqttPrefix}C`. */
+  mqttPrefix: string;
   adminPort: number | undefined;
   /** Where the admin listener binds; loopback unless asked, as it serves the HTTP API. */
   adminHost: string;
@@ -70,6 +74,7 @@ export const defaults = {
   history: 'memory',
   adminHost: '127.0.0.1',
   workers: 1,
+  mqttPrefix: 'mles/',
   pingIntervalMs: 24_000,
   maxMessageSize: 8 * MiB,
   maxBuffered: 64 * MiB,
@@ -114,6 +119,45 @@ function checkUrl(flag: string, url: string, protocols: string[]): void {
   }
 }
 
+/** `url` with its password, if any, as *** (for messages and logs: the password is never shown). */
+export function maskPassword(url: string): string {
+  // Up to the authority's last @, as URL parsers read it: an unescaped @ in a password is masked too.
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:)[^/?#]*@/i, '$1***@');
+}
+
+/** The URL query parameters the bridge understands (the names MQTT.js uses). */
+const MQTT_QUERY = new Set(['clientId', 'protocolVersion']);
+
+function checkMqttUrl(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError('--mqtt', `"${maskPassword(url)}" is not a URL`);
+  }
+  if (!['mqtt:', 'mqtts:', 'ws:', 'wss:'].includes(parsed.protocol)) {
+    throw new ConfigError('--mqtt', `"${maskPassword(url)}" must use mqtt, mqtts, ws or wss`);
+  }
+  if (parsed.hostname === '') throw new ConfigError('--mqtt', `"${maskPassword(url)}" names no broker host`);
+  for (const [name, value] of parsed.searchParams) {
+    if (!MQTT_QUERY.has(name)) throw new ConfigError('--mqtt', `unknown URL parameter "${name}" (known: ${[...MQTT_QUERY].join(', ')})`);
+    if (name === 'protocolVersion' && value !== '4' && value !== '5') {
+      throw new ConfigError('--mqtt', `protocolVersion must be 4 (MQTT 3.1.1) or 5, got "${value}"`);
+    }
+    if (name === 'clientId' && value === '') throw new ConfigError('--mqtt', 'clientId must not be empty');
+  }
+}
+
+/**
+ * The prefix is the start of every bridged topic and of the subscription `<prefix>#`, so it must
+ * be empty or whole topic levels, free of wildcards, and not the broker's own `$` topics.
+ */
+function checkMqttPrefix(prefix: string): void {
+  if (/[+#\0]/.test(prefix)) throw new ConfigError('--mqtt-prefix', `"${prefix}" must not contain +, # or NUL`);
+  if (prefix.startsWith('$')) throw new ConfigError('--mqtt-prefix', `"${prefix}" must not start with $ (the broker's own topics)`);
+  if (prefix !== '' && !prefix.endsWith('/')) throw new ConfigError('--mqtt-prefix', `"${prefix}" must end with / (or be empty)`);
+}
+
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 /** Fills defaults and validates; throws ConfigError naming the offending flag. */
@@ -146,6 +190,8 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     peerUid: input.peerUid,
     redis: input.redis,
     workers: input.workers ?? defaults.workers,
+    mqtt: input.mqtt,
+    mqttPrefix: input.mqttPrefix ?? defaults.mqttPrefix,
     adminPort: input.adminPort,
     adminHost: input.adminHost ?? defaults.adminHost,
     pingIntervalMs: input.pingIntervalMs ?? defaults.pingIntervalMs,
@@ -192,6 +238,11 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
   }
   if (config.redis !== undefined && config.peers.length > 0) {
     throw new ConfigError('--peer', 'peer links are not available in cluster mode (--redis) yet');
+  }
+  if (config.mqtt !== undefined) checkMqttUrl(config.mqtt);
+  checkMqttPrefix(config.mqttPrefix);
+  if (config.redis !== undefined && config.mqtt !== undefined) {
+    throw new ConfigError('--mqtt', 'the MQTT bridge is not available in cluster mode (--redis) yet');
   }
   if (config.history !== 'memory' && !/^sqlite:.+/.test(config.history)) {
     throw new ConfigError('--history', `"${config.history}" must be "memory" or "sqlite:<path>"`);

@@ -103,6 +103,8 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     peerKey: config.peerKey,
   });
   const endpoint = new MlesEndpoint(hub, config, log);
+  // Imported before the listener opens: no join may come before the bridge hears of users.
+  const mqttBridge = config.mqtt === undefined ? undefined : await import('./link/mqtt-bridge.js');
 
   const router = new HttpRouter(config, log, {}, { hub, key: config.key, clustered: cluster !== undefined });
   const listener = await startListener({ config, log, attach: (server) => router.attach(server, endpoint) }).catch(
@@ -122,7 +124,20 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     maxBuffered: config.maxBuffered,
     maxMessageSize: config.maxMessageSize,
   }, log);
-  if (peers) hub.onUsersChanged = (channel, users) => peers.usersChanged(channel, users);
+  const bridge = mqttBridge && new mqttBridge.MqttBridge(hub, {
+    ...mqttBridge.defaultMqttTuning,
+    url: config.mqtt!,
+    prefix: config.mqttPrefix,
+    clientId: mqttBridge.defaultMqttClientId(listener.port),
+    maxBuffered: config.maxBuffered,
+    maxMessageSize: config.maxMessageSize,
+  }, log);
+  if (peers || bridge) {
+    hub.onUsersChanged = (channel, users) => {
+      peers?.usersChanged(channel, users);
+      bridge?.usersChanged(channel, users);
+    };
+  }
 
   const expireIdle = (): void => {
     Promise.resolve(hub.expireIdle()).then(
@@ -144,6 +159,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
       peers?.close();
       const stopped = listener.close();
       await endpoint.shutdown(2_000, reason);
+      await bridge?.close(); // before the store: what the broker still delivers is stored
       router.close();
       listener.closeAllConnections();
       await stopped;
@@ -154,7 +170,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     return closing;
   };
   try {
-    admin = await startAdminIfAsked(config, { hub, endpoint, http: router, cluster: cluster?.cluster }, () => closing === undefined, log);
+    admin = await startAdminIfAsked(config, { hub, endpoint, http: router, cluster: cluster?.cluster, mqtt: bridge?.stats }, () => closing === undefined, log);
   } catch (error) {
     // Release everything taken so far, the database lock included, so the caller may retry.
     await stop();

@@ -29,7 +29,7 @@ test('spec 7: --help lists every reference flag and this project\'s own', T, asy
   const own = [
     '--host <ADDR>', '--http-port <PORT>', '--acme-directory <URL>', '--acme-ca <FILE>', '--tls-cert <FILE>',
     '--tls-key <FILE>', '--history <SPEC>', '--peer <URL>', '--peer-uid <UID>', '--redis <URL>', '--workers <N>',
-    '--admin-port <PORT>', '--ping-interval <MS>', '--max-message-size <B>', '--max-buffered <B>', '--join-timeout <MS>',
+    '--mqtt <URL>', '--mqtt-prefix <P>', '--admin-port <PORT>', '--ping-interval <MS>', '--max-message-size <B>', '--max-buffered <B>', '--join-timeout <MS>',
   ];
   for (const flag of [...reference, ...own]) assert.ok(help.includes(flag), `--help lists ${flag}`);
   assert.match(help, /--ping-interval <MS>[^-]*\(default: 24000\)/);

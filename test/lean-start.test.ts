@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from './helpers/ports.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -41,20 +42,22 @@ async function modulesLoaded(args: string[]): Promise<string[]> {
 
 const loads = (modules: string[], name: string): boolean => modules.some((url) => url.includes(`/node_modules/${name}/`));
 
-test('local mode with memory history loads no ACME, Redis, metrics, SQLite, TOML or MIME package', async () => {
+test('local mode with memory history loads no ACME, Redis, MQTT, metrics, SQLite, TOML or MIME package', async () => {
   const modules = await modulesLoaded(['--history', 'memory']);
   assert.ok(loads(modules, 'ws'), 'the recorder sees packages'); // the loader works at all
-  for (const name of ['acme-client', 'ioredis', 'prom-client', 'better-sqlite3', 'smol-toml']) {
+  for (const name of ['acme-client', 'ioredis', 'mqtt', 'prom-client', 'better-sqlite3', 'smol-toml']) {
     assert.equal(loads(modules, name), false, `${name} is loaded in local mode`);
   }
 });
 
-test('each mode loads its own package: SQLite history, --admin-port, --config', async (t) => {
+test('each mode loads its own package: SQLite history, --admin-port, --config, --mqtt', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-lean-mode-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const config = path.join(dir, 'mles.toml');
   fs.writeFileSync(config, 'limit = 10\n');
-  const modules = await modulesLoaded(['--history', `sqlite:${path.join(dir, 'h.db')}`, '--admin-port', '0', '--config', config]);
-  for (const name of ['better-sqlite3', 'prom-client', 'smol-toml']) assert.ok(loads(modules, name), `${name} is not loaded`);
+  // Nothing listens on the broker's port: the server starts all the same, its bridge retrying.
+  const broker = `mqtt://127.0.0.1:${await freePort()}`;
+  const modules = await modulesLoaded(['--history', `sqlite:${path.join(dir, 'h.db')}`, '--admin-port', '0', '--config', config, '--mqtt', broker]);
+  for (const name of ['better-sqlite3', 'prom-client', 'smol-toml', 'mqtt']) assert.ok(loads(modules, name), `${name} is not loaded`);
   for (const name of ['acme-client', 'ioredis']) assert.equal(loads(modules, name), false, `${name} is loaded`);
 });

@@ -6,6 +6,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Hub } from '../hub/hub.js';
 import type { EndpointStats } from './mles-endpoint.js';
 import type { HttpRouter } from './http/router.js';
+import type { MqttBridgeStats } from '../link/mqtt-bridge.js';
 
 export interface MetricSources {
   hub: Hub;
@@ -13,6 +14,8 @@ export interface MetricSources {
   http: HttpRouter;
   /** Present on a cluster node (--redis). */
   cluster?: { readonly connected: number; readonly outages: number };
+  /** Present with --mqtt. */
+  mqtt?: MqttBridgeStats | undefined;
 }
 
 /** A counter whose value is read from `value()` whenever it is scraped. */
@@ -54,7 +57,7 @@ function gaugeOf(registry: Registry, name: string, help: string, value: () => nu
 }
 
 /** A registry with the server's metrics and the process's default ones (CPU, memory, event loop). */
-export function createMetrics({ hub, endpoint, http, cluster }: MetricSources): Registry {
+export function createMetrics({ hub, endpoint, http, cluster, mqtt }: MetricSources): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const { stats } = endpoint;
@@ -78,6 +81,15 @@ export function createMetrics({ hub, endpoint, http, cluster }: MetricSources): 
   if (cluster) {
     gaugeOf(registry, 'mles_cluster_connected', '1 while this node is part of the Redis cluster, 0 while it serves its members alone', () => cluster.connected);
     counterOf(registry, 'mles_cluster_outages_total', 'Times this node lost its Redis connection', () => cluster.outages);
+  }
+  if (mqtt) {
+    gaugeOf(registry, 'mles_mqtt_connected', '1 while the MQTT bridge is connected to its broker and subscribed, else 0', () => mqtt.connected);
+    counterOf(registry, 'mles_mqtt_outages_total', 'Times the MQTT bridge lost an established broker connection', () => mqtt.outages);
+    counterOf(registry, 'mles_mqtt_messages_in_total', 'MQTT messages published into channels', () => mqtt.messagesIn);
+    counterOf(registry, 'mles_mqtt_messages_out_total', 'Channel messages published to MQTT and acknowledged by the broker', () => mqtt.messagesOut);
+    counterOf(registry, 'mles_mqtt_duplicates_total', 'Payloads not bridged because they already went one way or the other (echoes, loops)', () => mqtt.duplicates);
+    labelledCounterOf(registry, 'mles_mqtt_dropped_total', 'Messages the MQTT bridge dropped, by reason', 'reason', () => mqtt.dropped);
+    gaugeOf(registry, 'mles_mqtt_queued_messages', 'Channel messages waiting for the MQTT broker or its acknowledgement', () => mqtt.queued);
   }
   return registry;
 }
