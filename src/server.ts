@@ -120,6 +120,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
 
   const peers = config.peers.length === 0 ? undefined : new PeerLinks(hub, {
     ...defaultPeerTuning,
+    retryMs: 1_000,
     peers: config.peers,
     uid: config.peerUid ?? defaultPeerUid(listener.port),
     key: config.key,

@@ -133,6 +133,18 @@ export class Hub {
   }
 
   /**
+   * Takes the right to link `channelName` to peers, through the duplicate rule's registry: on a
+   * cluster one node at a time holds a channel's links, so each message crosses once.
+   */
+  claimLinks(channelName: string): MaybePromise<boolean> {
+    return this.sessions.claim(linksKey(channelName), channelName);
+  }
+
+  releaseLinks(channelName: string): void {
+    this.sessions.release(linksKey(channelName));
+  }
+
+  /**
    * A message from `from`, on behalf of its session: stored, then fanned out in channel order.
    * Returns the broker's publish (nothing for a dropped peer repeat), for a caller that must
    * know when the message is stored.
@@ -238,6 +250,11 @@ export class Hub {
     this.stats.storeErrors++;
     this.onError(error, context);
   }
+}
+
+/** The registry key of a channel's peer links: no session key (a JSON triplet) looks like it. */
+function linksKey(channel: string): string {
+  return JSON.stringify(['links', channel]);
 }
 
 /**

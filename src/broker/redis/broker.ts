@@ -68,6 +68,8 @@ export class RedisBroker implements Broker {
       onAppendFailed: (name, items, kind) => this.channels.get(name)?.appendFailed(items, kind),
       onUp: () => void this.recover(),
       onDown: () => this.lost(),
+      onStreamLost: () => this.streamLost(),
+      onStreamBack: () => void this.streamBack(),
     });
     this.sessions = new RedisSessions(this.engine, sessionTtlMs);
     this.history = new RedisHistory(this.engine);
@@ -103,6 +105,25 @@ export class RedisBroker implements Broker {
     this.health.outages++;
     for (const channel of this.channels.values()) channel.unfollow();
     this.log.warn('redis unreachable: serving local members only until it answers');
+  }
+
+  private streamLost(): void {
+    for (const channel of this.channels.values()) channel.streamLost();
+    this.log.warn('redis subscription lost: catching up from history when it returns');
+  }
+
+  /** The subscriber is back: follow every channel again, then fetch what the stream missed. */
+  private async streamBack(): Promise<void> {
+    const channels = [...this.channels.values()];
+    try {
+      const subscribed = this.engine.subscribe(channels.map((c) => c.name));
+      for (const channel of channels) channel.follow(subscribed);
+      await subscribed;
+      await Promise.all(channels.map((c) => c.catchUp()));
+      this.log.info({ channels: channels.length }, 'redis subscription back: caught up');
+    } catch (error) {
+      this.log.warn({ err: error }, 'catching up failed; retrying when redis answers');
+    }
   }
 
   /**
@@ -254,6 +275,7 @@ class RedisChannel implements BrokerChannel {
       this.apply(sequenced, from);
     }
     this.admitReady();
+    this.settleIfIdle();
   }
 
   /** Fetches what history holds after lastSeq and applies it before the stream goes on. */
@@ -373,10 +395,18 @@ class RedisChannel implements BrokerChannel {
         drain((item) => item.run());
       },
       () => {
-        if (this.subscription === subscription) this.subscription = undefined;
-        drain((item) => item.fail());
+        if (this.subscription !== subscription) return;
+        this.subscription = undefined;
+        // While Redis takes commands, the next subscription (onStreamBack) runs the backlog.
+        if (!this.broker.online) drain((item) => item.fail());
       },
     );
+  }
+
+  /** The subscriber went away, commands did not: what is queued waits for the next subscription. */
+  streamLost(): void {
+    this.subscription = undefined;
+    this.ready = false;
   }
 
   /** Forgets the subscription (Redis went away); queued actions are served locally. */

@@ -38,8 +38,12 @@ export interface EngineEvents {
   onAppendFailed(channel: string, items: OutgoingMessage[], kind: BatchKind): void;
   /** Both connections are ready (at start, and again after an outage). */
   onUp(): void;
-  /** A connection was lost: the node is on its own until onUp. */
+  /** The command connection was lost: the node is on its own until onUp. */
   onDown(): void;
+  /** Only the subscriber was lost: messages still reach Redis, the stream is missed until onStreamBack. */
+  onStreamLost(): void;
+  /** The subscriber is back (subscribed to nothing): follow the channels again and catch up. */
+  onStreamBack(): void;
 }
 
 export interface OutgoingMessage {
@@ -87,6 +91,7 @@ export class RedisEngine {
   private readonly subscriber: Redis;
   private readonly ready = { commands: false, subscriber: false };
   private up = false;
+  private streamLost = false;
   private readonly batches = new Map<string, PendingBatch>();
   private flushScheduled = false;
   private closed = false;
@@ -146,16 +151,26 @@ export class RedisEngine {
   private watch(connection: Redis, name: keyof RedisEngine['ready']): void {
     connection.on('ready', () => {
       this.ready[name] = true;
-      if (!this.up && this.ready.commands && this.ready.subscriber) {
+      if (!this.up) {
+        if (!this.ready.commands || !this.ready.subscriber) return;
         this.up = true;
+        this.streamLost = false;
         this.events.onUp();
+      } else if (name === 'subscriber' && this.streamLost) {
+        this.streamLost = false;
+        this.events.onStreamBack();
       }
     });
     connection.on('close', () => {
       this.ready[name] = false;
-      if (this.up && !this.closed) {
+      if (this.closed || !this.up) return;
+      if (name === 'commands') {
         this.up = false;
         this.events.onDown();
+      } else if (!this.streamLost) {
+        // Commands still go through: messages keep their one order; the stream is caught up later.
+        this.streamLost = true;
+        this.events.onStreamLost();
       }
     });
     // Connection errors repeat on every retry; onDown already said what matters.
