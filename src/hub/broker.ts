@@ -34,9 +34,10 @@ export interface ChannelSink {
 export interface BrokerChannel {
   /**
    * Sequences a join: once the history before it is read and `frame` (unless undefined: a proven
-   * peer link's join) is stored, the sink admits `joiner`.
+   * peer link's join) is stored, the sink admits `joiner`. With a `guard`, only if the guard's
+   * claim holds when the join is sequenced; otherwise nothing is stored and no one admitted.
    */
-  join(joiner: Sender, frame: Message | undefined): void;
+  join(joiner: Sender, frame: Message | undefined, guard?: Guard): void;
   /** Sequences a message; the sink delivers it once stored. The result settles when it is stored. */
   publish(from: Sender, message: Message): MaybePromise<void>;
   /** True while joins or messages wait in the broker: the channel must not be forgotten yet. */
@@ -50,10 +51,28 @@ export interface Broker {
   close(): Promise<void>;
 }
 
+/**
+ * A session claim on its way (in Redis: a key that must hold a token): a join sequenced with it
+ * counts only if the claim was won, so the join keeps its place in the channel's order without
+ * waiting for the claim's answer.
+ */
+export interface Guard {
+  readonly key: string;
+  readonly token: string;
+  /** The claim's answer once known: a join sent after that needs no check (its key may be gone). */
+  readonly won: boolean | undefined;
+}
+
+/** A claim the registry answers later, with the guard a broker can check meanwhile. */
+export interface PendingClaim {
+  readonly won: Promise<boolean>;
+  readonly guard: Guard | undefined;
+}
+
 /** The duplicate rule's sessions: one (uid, channel, auth) joined at a time, on every node. */
 export interface SessionRegistry {
   /** Takes `key` for a new session; false (now or later) if it is joined already. */
-  claim(key: string, channel: string): MaybePromise<boolean>;
+  claim(key: string, channel: string): boolean | PendingClaim;
   /** Frees a claimed key at once. */
   release(key: string): void;
   /** Sessions claimed on this node. */

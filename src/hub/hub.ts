@@ -4,7 +4,7 @@
 // is read through the store.
 
 import { Channel, type Joined } from './channel.js';
-import type { Broker, SessionRegistry } from './broker.js';
+import type { Broker, Guard, SessionRegistry } from './broker.js';
 import type { Member } from './member.js';
 import { Close, type CloseReason } from '../protocol/close-codes.js';
 import { sessionKey, type Join } from '../protocol/join.js';
@@ -109,11 +109,15 @@ export class Hub {
     // exactly-once, and costs a person who claims it only its own repeated payloads.
     if (join.peer) channel.trackStored(this.readHistory(join.channel), this.dedupCapacity);
     const session = new MemberSession(this, channel, member, ++this.lastSenderId, key);
-    if (claimed === true) session.start(frame);
-    else {
+    if (claimed === true) {
+      session.sequence(frame, undefined);
+      session.start();
+    } else {
+      // The join keeps its place in the channel now; what the member sends waits for the answer.
       session.claiming();
-      claimed.then(
-        (free) => (free ? session.start(frame) : session.refuse(Close.duplicate)),
+      session.sequence(frame, claimed.guard);
+      claimed.won.then(
+        (won) => (won ? session.start() : session.refuse(Close.duplicate)),
         () => session.refuse(Close.historyUnavailable),
       );
     }
@@ -137,7 +141,8 @@ export class Hub {
    * cluster one node at a time holds a channel's links, so each message crosses once.
    */
   claimLinks(channelName: string): MaybePromise<boolean> {
-    return this.sessions.claim(linksKey(channelName), channelName);
+    const claimed = this.sessions.claim(linksKey(channelName), channelName);
+    return typeof claimed === 'boolean' ? claimed : claimed.won;
   }
 
   releaseLinks(channelName: string): void {
@@ -294,10 +299,14 @@ class MemberSession implements Session, Joined {
     this.held = [];
   }
 
-  /** The session is this member's: sequence its join, then what it sent meanwhile. */
-  start(frame: Message | undefined): void {
+  /** Sequences the member's join, guarded while its claim is on its way. */
+  sequence(frame: Message | undefined, guard: Guard | undefined): void {
+    this.target.join(this, frame, guard);
+  }
+
+  /** The session is this member's: what it sent meanwhile follows its join. */
+  start(): void {
     this.hub.stats.joins++;
-    this.target.join(this, frame, !this.left);
     const held = this.held;
     this.held = undefined;
     if (held) for (const message of held) this.hub.publishFrom(this.target, this, message);
@@ -307,10 +316,10 @@ class MemberSession implements Session, Joined {
   /** The registry said no (a duplicate elsewhere): nothing the member sent counts. */
   refuse(reason: CloseReason): void {
     this.held = undefined;
+    // Not claimed, so nothing to release in the registry; marked first, as close() calls leave().
+    this.left = true;
     if (reason === Close.duplicate) this.hub.stats.duplicates++;
     this.member.close(reason);
-    // Not claimed, so nothing to release in the registry.
-    if (!this.left) this.left = true;
     this.target.leave(this);
   }
 
@@ -322,7 +331,8 @@ class MemberSession implements Session, Joined {
   leave(): void {
     if (this.left) return;
     this.left = true;
-    // While claiming, start() or refuse() releases once the registry answers.
-    if (this.held === undefined) this.hub.release(this.target, this, this.key);
+    if (this.held === undefined) return this.hub.release(this.target, this, this.key);
+    // While claiming: never admitted now; start() or refuse() lets go once the registry answers.
+    this.target.withdraw(this);
   }
 }

@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort } from './ports.js';
 import { requirePrograms } from './programs.js';
-import { redisServerArgs } from './redis.js';
+import { killProcess, redisServerArgs } from './redis.js';
 
 const run = promisify(execFile);
 
@@ -138,13 +138,6 @@ async function launch(args: string[]): Promise<ChildProcess> {
   proc.stdout!.resume();
   proc.stderr!.resume();
   return proc;
-}
-
-async function kill(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((resolve) => proc.once('exit', resolve));
-  proc.kill('SIGKILL');
-  await exited;
 }
 
 /** Every slot range from CLUSTER SLOTS: [start, end, master port, ...replica ports]. */
@@ -359,7 +352,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     process.off('exit', onExit);
     for (const connection of admins.values()) connection.disconnect();
     admins.clear();
-    await Promise.all([...procs.values()].map(kill));
+    await Promise.all([...procs.values()].map(killProcess));
   };
 
   try {
@@ -425,7 +418,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       admins.get(port)?.disconnect();
       admins.delete(port);
       const proc = procs.get(port);
-      if (proc) await kill(proc);
+      if (proc) await killProcess(proc);
     },
     async restart(port) {
       const { busPort } = node(port);

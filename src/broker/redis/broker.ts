@@ -13,7 +13,7 @@
 // appends the outbox (acknowledged by the append's reply, so nothing is appended twice).
 
 import type { Logger } from 'pino';
-import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Sender } from '../../hub/broker.js';
+import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Guard, type Sender } from '../../hub/broker.js';
 import type { Message, MaybePromise } from '../../store/store.js';
 import { BatchKind, JOIN_ORIGIN, type Batch, type SequencedMessage } from './envelope.js';
 import { RedisEngine, type OutgoingMessage } from './engine.js';
@@ -107,6 +107,13 @@ export class RedisBroker implements Broker {
     this.log.warn('redis unreachable: serving local members only until it answers');
   }
 
+  /** Subscribes to every channel's stream again; resolves once Redis acknowledged it. */
+  private followAll(channels: RedisChannel[]): Promise<void> {
+    const subscribed = this.engine.subscribe(channels.map((c) => c.name));
+    for (const channel of channels) channel.follow(subscribed);
+    return subscribed;
+  }
+
   private streamLost(): void {
     for (const channel of this.channels.values()) channel.streamLost();
     this.log.warn('redis subscription lost: catching up from history when it returns');
@@ -116,9 +123,7 @@ export class RedisBroker implements Broker {
   private async streamBack(): Promise<void> {
     const channels = [...this.channels.values()];
     try {
-      const subscribed = this.engine.subscribe(channels.map((c) => c.name));
-      for (const channel of channels) channel.follow(subscribed);
-      await subscribed;
+      await this.followAll(channels);
       await Promise.all(channels.map((c) => c.catchUp()));
       this.log.info({ channels: channels.length }, 'redis subscription back: caught up');
     } catch (error) {
@@ -133,9 +138,7 @@ export class RedisBroker implements Broker {
   private async recover(): Promise<void> {
     const channels = [...this.channels.values()];
     try {
-      const subscribed = this.engine.subscribe(channels.map((c) => c.name));
-      for (const channel of channels) channel.follow(subscribed);
-      await subscribed;
+      await this.followAll(channels);
       await this.sessions.reclaim();
       await Promise.all(channels.map((c) => this.engine.reseed(c.name, c.lastSeq ?? 0, c.mirroredEntries())));
       await Promise.all(channels.map((c) => c.catchUp()));
@@ -209,7 +212,7 @@ class RedisChannel implements BrokerChannel {
     return this.subscription !== undefined;
   }
 
-  join(joiner: Sender, frame: Message | undefined): void {
+  join(joiner: Sender, frame: Message | undefined, guard?: Guard): void {
     if (!this.broker.online) return this.joinLocally(joiner, frame);
     const join: PendingJoin = { joiner, joinSeq: undefined, history: [], later: [], senders: [] };
     this.pending.add(join);
@@ -218,7 +221,17 @@ class RedisChannel implements BrokerChannel {
       this.joinLocally(joiner, frame);
     };
     this.whenReady(() => {
-      this.broker.engine.join(this.name, frame).then((result) => {
+      if (guard?.won === false) {
+        this.pending.delete(join);
+        return this.settleIfIdle();
+      }
+      // Once the claim is won its key may be released already (the member left): no check then.
+      this.broker.engine.join(this.name, frame, guard?.won ? undefined : guard).then((result) => {
+        if (!result) {
+          // Its claim was lost (a duplicate): nothing was stored; the hub closes the member.
+          this.pending.delete(join);
+          return this.settleIfIdle();
+        }
         join.joinSeq = result.seq;
         join.history = result.history.map(decodeEntry);
         this.resync(result.seq, result.history, frame);

@@ -68,7 +68,7 @@ interface PendingBatch {
 type Arg = string | Buffer | number;
 interface ScriptCommands {
   mlesPublish(...args: Arg[]): Promise<number>;
-  mlesJoinBuffer(...args: Arg[]): Promise<[number, Buffer[]]>;
+  mlesJoinBuffer(...args: Arg[]): Promise<[number, Buffer[]] | null>;
   mlesFetchBuffer(...args: Arg[]): Promise<[number, Buffer[]]>;
   mlesRelease(...args: Arg[]): Promise<number>;
   mlesReseed(...args: Arg[]): Promise<number>;
@@ -100,7 +100,7 @@ export class RedisEngine {
     this.commands = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}` }) as Redis & ScriptCommands;
     this.subscriber = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}-sub` });
     this.commands.defineCommand('mlesPublish', { numberOfKeys: 3, lua: PUBLISH_SCRIPT });
-    this.commands.defineCommand('mlesJoin', { numberOfKeys: 3, lua: JOIN_SCRIPT });
+    this.commands.defineCommand('mlesJoin', { numberOfKeys: 4, lua: JOIN_SCRIPT });
     this.commands.defineCommand('mlesFetch', { numberOfKeys: 2, lua: FETCH_SCRIPT });
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT });
     this.commands.defineCommand('mlesReseed', { numberOfKeys: 3, lua: RESEED_SCRIPT });
@@ -186,14 +186,15 @@ export class RedisEngine {
     this.subscriber.unsubscribe(this.keys(channel).live).catch(() => {});
   }
 
-  /** The atomic join (see JOIN_SCRIPT): the history before it and its seq. */
-  async join(channel: string, frame: Message | undefined): Promise<JoinResult> {
+  /** The atomic join (see JOIN_SCRIPT): the history before it and its seq; null if its guard failed. */
+  async join(channel: string, frame: Message | undefined, guard: { key: string; token: string } | undefined): Promise<JoinResult | null> {
     this.flushChannel(channel); // this node's earlier messages on the channel come first
     const { seq, history, bytes } = this.keys(channel);
-    const [joinSeq, entries] = await this.commands.mlesJoinBuffer(
-      seq, history, bytes, ...this.caps(), ...this.stream(channel, BatchKind.live), frame ? encodeEntry(frame, true) : '',
+    const reply = await this.commands.mlesJoinBuffer(
+      seq, history, bytes, guard?.key ?? seq, ...this.caps(), ...this.stream(channel, BatchKind.live),
+      frame ? encodeEntry(frame, true) : '', guard?.token ?? '',
     );
-    return { seq: Number(joinSeq), history: entries };
+    return reply === null ? null : { seq: Number(reply[0]), history: reply[1] };
   }
 
   /** The channel's last seq and what history holds after `since` (see FETCH_SCRIPT). */

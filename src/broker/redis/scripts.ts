@@ -115,10 +115,13 @@ return first
  * one, so the stream has no gap; nodes never deliver it live). Returns { joinSeq, history }: the
  * stream's messages with seq > joinSeq are exactly those missing from that history. A join
  * without a frame (a proven peer link) appends nothing; joinSeq is then the channel's last seq.
- * KEYS: seq, history, bytes. ARGV: limit, cap, expirySeconds, publish command, live channel,
- * header, join entry ('' for none).
+ * A guarded join (its session's claim was sent just before, on the same connection) counts only
+ * if the session key holds its token; else it returns nil and changes nothing.
+ * KEYS: seq, history, bytes, session key (seq when unguarded). ARGV: limit, cap, expirySeconds,
+ * publish command, live channel, header, join entry ('' for none), guard token ('' for none).
  */
 export const JOIN_SCRIPT = `${APPEND_HISTORY}
+if ARGV[8] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[8] then return nil end
 local history = redis.call('LRANGE', KEYS[2], 0, -1)
 local entry = ARGV[7]
 if entry == '' then return { tonumber(redis.call('GET', KEYS[1]) or '0'), history } end

@@ -3,7 +3,7 @@
 // deletes one at once when its session closes; a dead node's keys expire within the TTL. While
 // Redis is away, sessions are this node's alone and written back when it returns.
 
-import type { SessionRegistry } from '../../hub/broker.js';
+import type { PendingClaim, SessionRegistry } from '../../hub/broker.js';
 import type { RedisEngine } from './engine.js';
 import { sessionKeyOf } from './scripts.js';
 
@@ -30,19 +30,23 @@ export class RedisSessions implements SessionRegistry {
     return this.claims.size;
   }
 
-  claim(triplet: string, channel: string): boolean | Promise<boolean> {
+  claim(triplet: string, channel: string): boolean | PendingClaim {
     if (this.claims.has(triplet)) return false;
     const claim: Claim = { key: sessionKeyOf(channel, triplet), token: `${this.engine.nodeId}:${++this.lastToken}`, inRedis: false };
     this.claims.set(triplet, claim);
     if (!this.engine.isUp) return true; // written back by reclaim() when Redis returns
-    return this.engine.claimNew(claim.key, claim.token).then(
+    // Sent now, ahead of the join on the same connection: the join script finds the answer.
+    const guard = { key: claim.key, token: claim.token, won: undefined as boolean | undefined };
+    const won = this.engine.claimNew(claim.key, claim.token).then(
       (free) => {
+        guard.won = free;
         if (free) claim.inRedis = true;
         else if (this.claims.get(triplet) === claim) this.claims.delete(triplet);
         return free;
       },
-      () => true, // Redis went away meanwhile: this node's alone, like any join in an outage
+      () => (guard.won = true), // Redis went away meanwhile: this node's alone, like any join in an outage
     );
+    return { won, guard };
   }
 
   release(triplet: string): void {
