@@ -15,7 +15,7 @@ type ConfigFileModule = typeof import('./config-file.js');
 import { createServer } from './server.js';
 import { createLogger } from './logger.js';
 import { installCrashHandler } from './crash.js';
-import { runWorkers } from './cluster/workers.js';
+import { runWorkers } from './workers.js';
 
 function integer(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number');

@@ -236,9 +236,6 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
   if (config.workers > 1 && config.redis === undefined) {
     throw new ConfigError('--workers', 'several processes must share their channels through Redis: add --redis <url>');
   }
-  if (config.redis !== undefined && config.peers.length > 0) {
-    throw new ConfigError('--peer', 'peer links are not available in cluster mode (--redis) yet');
-  }
   if (config.mqtt !== undefined) checkMqttUrl(config.mqtt);
   checkMqttPrefix(config.mqttPrefix);
   if (config.redis !== undefined && config.mqtt !== undefined) {

@@ -7,6 +7,7 @@ import { createLogger, type Logger } from './logger.js';
 import { Hub, DAY_MS } from './hub/hub.js';
 import { MemoryStore } from './store/memory.js';
 import type { HistoryStore } from './store/store.js';
+import type { RedisBroker } from './broker/redis/broker.js';
 import { MlesEndpoint } from './net/mles-endpoint.js';
 import { startListener } from './net/listener.js';
 import { HttpRouter } from './net/http/router.js';
@@ -55,6 +56,23 @@ async function openStore(config: Config): Promise<HistoryStore> {
   }
 }
 
+/** Joins the Redis cluster, or stops start-up naming --redis (never the password). */
+async function startRedisBroker(config: Config, log: Logger): Promise<RedisBroker> {
+  const { RedisBroker } = await import('./broker/redis/broker.js');
+  const broker = new RedisBroker({
+    url: config.redis!,
+    limit: config.limit,
+    historyBytes: config.historyBytes,
+    expirySeconds: Math.ceil((30 * DAY_MS) / 1000),
+    log,
+    ...(process.env.MLES_CLUSTER_TTL_MS ? { sessionTtlMs: Number(process.env.MLES_CLUSTER_TTL_MS) } : {}),
+  });
+  if (await broker.start()) return broker;
+  await broker.close();
+  const { hostname, port } = new URL(config.redis!);
+  throw new ConfigError('--redis', `cannot reach Redis at ${hostname}:${port || 6379}`);
+}
+
 async function startAdminIfAsked(config: Config, sources: MetricSources, healthy: () => boolean, log: Logger): Promise<AdminServer | undefined> {
   if (config.adminPort === undefined) return undefined;
   const [{ createApi }, { createMetrics }, { startAdmin }] = await Promise.all([
@@ -81,27 +99,14 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   });
   const log = logger ?? createLogger();
 
-  const cluster = config.redis === undefined ? undefined : new (await import('./cluster/cluster-hub.js')).ClusterHub({
-    redisUrl: config.redis,
-    limit: config.limit,
-    historyBytes: config.historyBytes,
-    log,
-    ...(process.env.MLES_CLUSTER_TTL_MS ? { sessionTtlMs: Number(process.env.MLES_CLUSTER_TTL_MS) } : {}),
-  });
-  if (cluster && !(await cluster.start())) {
-    await cluster.close();
-    const { hostname, port } = new URL(config.redis!); // never the password
-    throw new ConfigError('--redis', `cannot reach Redis at ${hostname}:${port || 6379}`);
-  }
-  // In cluster mode history lives in Redis; the hub's store is then an empty placeholder.
-  const store = cluster ? cluster.store : await openStore(config);
-  const hub = cluster ?? new Hub({
-    store,
-    ...(now ? { now } : {}),
-    onError: (err, context) => log.error({ err, context }, 'history store failed'),
-    dedupCapacity: Math.max(config.limit, 4096),
-    peerKey: config.peerKey,
-  });
+  const onError = (err: unknown, context: string): void => log.error({ err, context }, 'history store failed');
+  const hubSettings = { ...(now ? { now } : {}), onError, dedupCapacity: Math.max(config.limit, 4096), peerKey: config.peerKey };
+  const cluster = config.redis === undefined ? undefined : await startRedisBroker(config, log);
+  // In cluster mode history lives in Redis, behind the broker.
+  const store = cluster ? cluster.history : await openStore(config);
+  const hub = cluster
+    ? new Hub({ ...hubSettings, store, broker: cluster, sessions: cluster.sessions })
+    : new Hub({ ...hubSettings, store: store as HistoryStore });
   const endpoint = new MlesEndpoint(hub, config, log);
   // Imported before the listener opens: no join may come before the bridge hears of users.
   const mqttBridge = config.mqtt === undefined ? undefined : await import('./link/mqtt-bridge.js');
@@ -110,13 +115,14 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   const listener = await startListener({ config, log, attach: (server) => router.attach(server, endpoint) }).catch(
     async (error: unknown) => {
       await store.close();
-      await cluster?.close();
+      await hub.close();
       throw error;
     },
   );
 
   const peers = config.peers.length === 0 ? undefined : new PeerLinks(hub, {
     ...defaultPeerTuning,
+    retryMs: 1_000,
     peers: config.peers,
     uid: config.peerUid ?? defaultPeerUid(listener.port),
     key: config.key,
@@ -165,12 +171,12 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
       await stopped;
       await admin?.close();
       await store.close();
-      await cluster?.close();
+      await hub.close();
     })();
     return closing;
   };
   try {
-    admin = await startAdminIfAsked(config, { hub, endpoint, http: router, cluster: cluster?.cluster, mqtt: bridge?.stats }, () => closing === undefined, log);
+    admin = await startAdminIfAsked(config, { hub, endpoint, http: router, cluster: cluster?.health, mqtt: bridge?.stats }, () => closing === undefined, log);
   } catch (error) {
     // Release everything taken so far, the database lock included, so the caller may retry.
     await stop();

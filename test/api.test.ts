@@ -1,6 +1,7 @@
 // The HTTP server API (issue 13, item 1) against a real server process: /api/* on the admin
 // listener, behind MLES_API_KEY, acting on channels exactly as members would see it.
 
+import { adminOf } from './helpers/metrics.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -19,11 +20,8 @@ let server: RunningServer;
 let adminPort: number;
 const clients: TestClient[] = [];
 
-/** The admin listener's port, from its "admin listening" log line. */
 async function adminPortOf(running: RunningServer): Promise<number> {
-  await running.waitForLog('admin listening');
-  const line = running.stderr().split('\n').find((l) => l.includes('admin listening'))!;
-  return Number(new URL((JSON.parse(line) as { url: string }).url).port);
+  return Number((await adminOf(running)).port);
 }
 
 before(async () => {

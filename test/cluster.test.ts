@@ -8,6 +8,7 @@ import { startServer, runCli, type RunningServer } from './helpers/server.js';
 import { TestClient } from './helpers/client.js';
 import { requireRedis, startRedis, type RunningRedis } from './helpers/redis.js';
 import { hasProgram } from './helpers/programs.js';
+import { Redis } from 'ioredis';
 
 const T = { timeout: 20_000 };
 /** Dead nodes' sessions expire after this in these tests (30 s in production). */
@@ -233,6 +234,38 @@ test('Redis restart: nodes serve their members locally meanwhile, then rejoin; n
   await waitForText(reader, 'after');
   assert.deepEqual(live(reader), ['before', 'during', 'after']);
   await Promise.all([a, b, c, d, reader].map((m) => m.close()));
+});
+
+test('a lost subscription (CLIENT KILL TYPE pubsub) loses nothing: every node fetches what it missed by seq, in the one order', T, async (t) => {
+  if (!requireRedis(t)) return;
+  const channel = 'blip';
+  const members = await Promise.all(nodes.map((node, i) => joinReady(node.url, `m${i}`, channel)));
+  const publishers = await Promise.all([0, 1].map((i) => joinReady(nodes[i]!.url, `p${i}`, channel)));
+  const lost = nodes.map((n) => count(n, 'redis subscription lost'));
+  const back = nodes.map((n) => count(n, 'caught up'));
+  const send = (from: number, to: number): void => {
+    for (let i = from; i < to; i++) for (const [p, publisher] of publishers.entries()) publisher.send(`p${p} ${i}`);
+  };
+  send(0, 100);
+  const admin = new Redis(redis!.url);
+  try {
+    assert.ok(Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')) >= nodes.length);
+  } finally {
+    admin.disconnect();
+  }
+  send(100, 200); // while the nodes' subscriptions are gone: stored in Redis, missed on the stream
+  await Promise.all(nodes.map((n, i) => nthLog(n, 'redis subscription lost', lost[i]! + 1)));
+  await Promise.all(nodes.map((n, i) => nthLog(n, 'caught up', back[i]! + 1)));
+  send(200, 300);
+  const received = await Promise.all(members.map((m) => waitForLive(m, 600)));
+  for (const [i, messages] of received.entries()) {
+    assert.equal(messages.length, 600, `m${i} got each message once`);
+    assert.deepEqual(messages, received[0], `m${i} got them in the same order as m0`);
+  }
+  for (const p of [0, 1]) {
+    assert.deepEqual(received[0]!.filter((m) => m.startsWith(`p${p} `)), Array.from({ length: 300 }, (_, i) => `p${p} ${i}`));
+  }
+  await Promise.all([...members, ...publishers].map((c) => c.close()));
 });
 
 test('--workers 2: two processes behind one port, one cluster', T, async (t) => {

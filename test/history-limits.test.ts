@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { MemoryStore } from '../src/store/memory.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { HistoryStore } from '../src/store/store.js';
-import { channelKeys } from '../src/cluster/scripts.js';
+import { channelKeys } from '../src/broker/redis/scripts.js';
 import { startServer } from './helpers/server.js';
 import { TestClient } from './helpers/client.js';
 import { requireRedis, startRedis } from './helpers/redis.js';

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { startServer, type RunningServer } from './helpers/server.js';
 import { request } from './helpers/http.js';
+import { adminOf, scrape as scrapeFrom, waitForMetrics as waitFor } from './helpers/metrics.js';
 import { TestClient } from './helpers/client.js';
 import { RawClient, encodeFrame, Opcode } from './helpers/raw-ws.js';
 import { createServer } from '../src/server.js';
@@ -15,40 +16,15 @@ let admin: URL;
 
 before(async () => {
   server = await startServer(['--admin-port', '0', '--history', 'memory']);
-  await server.waitForLog('admin listening');
-  const line = server.stderr().split('\n').find((l) => l.includes('admin listening'))!;
-  admin = new URL((JSON.parse(line) as { url: string }).url);
+  admin = await adminOf(server);
 });
 
 after(async () => {
   await server?.stop();
 });
 
-async function scrape(): Promise<Map<string, number>> {
-  const res = await request(Number(admin.port), '/metrics');
-  assert.equal(res.status, 200);
-  const values = new Map<string, number>();
-  for (const line of res.text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const at = line.lastIndexOf(' ');
-    values.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return values;
-}
-
-/** Scrapes until every `expected` series has its value (the server acts on its own time). */
-async function waitForMetrics(expected: Record<string, number>): Promise<Map<string, number>> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    const values = await scrape();
-    const wrong = Object.entries(expected).filter(([name, value]) => (values.get(name) ?? 0) !== value);
-    if (wrong.length === 0) return values;
-    if (Date.now() > deadline) {
-      assert.fail(`metrics not reached: ${wrong.map(([n, v]) => `${n}=${values.get(n)} (want ${v})`).join(', ')}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+const scrape = (): Promise<Map<string, number>> => scrapeFrom(admin);
+const waitForMetrics = (expected: Record<string, number>): Promise<Map<string, number>> => waitFor(admin, expected);
 
 test('the admin port is on loopback and serves /healthz and /metrics only', async () => {
   assert.equal(admin.hostname, '127.0.0.1');

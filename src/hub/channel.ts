@@ -1,36 +1,35 @@
-// One channel: its members and its ordered pipeline of joins and messages.
-//
-// Every join and message of a channel becomes a step in one FIFO. A step's store call (append,
-// history read) starts at once, so an asynchronous store can batch them, but steps take effect
-// strictly in arrival order and only once their store call has settled. That gives the order
-// guarantees of spec section 3 for any store: a newcomer's replay holds exactly the messages
-// queued before its join, and it is a member for exactly the messages queued after.
+// One channel: its members, the joins on their way, and its fan-out. The order of what happens
+// on the channel is its broker's (src/broker/): the channel takes deliveries and admissions in
+// that order, so every mode shares this one membership state machine.
 
 import type { Member } from './member.js';
+import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Guard, type Sender } from './broker.js';
 import { Close } from '../protocol/close-codes.js';
 import type { Message, MaybePromise } from '../store/store.js';
 import { DedupSet } from '../protocol/dedup.js';
 import { siphash24Key } from '../protocol/siphash.js';
 
-interface Step {
-  settled: boolean;
-  failed: unknown;
-  history: Message[] | undefined;
-  run(step: Step): void;
-  fail(error: unknown): void;
+/** A member's place in a channel: the sender id its broker knows, and the member itself. */
+export interface Joined extends Sender {
+  readonly member: Member;
 }
 
-function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
-  return typeof (value as Promise<T> | undefined)?.then === 'function';
+export interface ChannelEvents {
+  /** Nobody holds the channel and its broker has nothing queued: the hub may forget it. */
+  idle(): void;
+  /** The number of joined people (peer links not counted) changed. */
+  users(count: number): void;
+  /** A store call failed; `context` says which. */
+  storeFailed(error: unknown, context: string): void;
 }
 
-export class Channel {
-  readonly members = new Set<Member>();
-  /** Members whose join is queued; one that leaves meanwhile must not become a member later. */
-  private readonly joining = new Set<Member>();
-  private readonly steps: Step[] = [];
-  private draining = false;
-  /** Members that are people, not peer links; peers link a channel only while it has users. */
+export class Channel implements ChannelSink {
+  readonly members = new Set<Joined>();
+  readonly stream: BrokerChannel;
+  /** Joins sequenced but not admitted; one that leaves meanwhile must never be admitted. */
+  private readonly joining = new Set<Joined>();
+  /** Sessions and links that have not left yet, admitted or not. */
+  private holders = 0;
   private users = 0;
   /**
    * Hashes of what this channel stored, kept once peers are involved: a message reaching this
@@ -38,27 +37,46 @@ export class Channel {
    */
   private stored: DedupSet | undefined;
 
-  /**
-   * `onIdle` runs when nobody is joined and nothing is queued: the hub may forget the channel.
-   * `onUsers` runs when the number of joined people changes.
-   */
   constructor(
     readonly name: string,
+    broker: Broker,
     private readonly stats: { deliveries: number },
-    private readonly onIdle: () => void,
-    private readonly onUsers: (users: number) => void,
-    private readonly onAppendError: (error: unknown) => void,
-  ) {}
+    private readonly events: ChannelEvents,
+  ) {
+    this.stream = broker.open(name, this);
+  }
 
-  leave(member: Member): void {
-    this.joining.delete(member);
-    if (this.members.delete(member) && !member.peer) this.onUsers(--this.users);
-    this.checkIdle();
+  /** How many people (not peer links) are joined now. */
+  get userCount(): number {
+    return this.users;
+  }
+
+  /** A session or link starts to hold the channel (until it leaves). */
+  hold(): void {
+    this.holders++;
+  }
+
+  /** Sequences `joined`'s join; it is admitted when the broker says, unless it left by then. */
+  join(joined: Joined, frame: Message | undefined, guard: Guard | undefined): void {
+    this.joining.add(joined);
+    this.stream.join(joined, frame, guard);
   }
 
   /** Adds a peer link as a member at once: it gets later messages, not the replay. */
-  attach(link: Member): void {
+  attach(link: Joined): void {
     this.members.add(link);
+  }
+
+  /** A join that must not be admitted any more (its member left), though it still holds the channel. */
+  withdraw(joined: Joined): void {
+    this.joining.delete(joined);
+  }
+
+  leave(joined: Joined): void {
+    this.joining.delete(joined);
+    if (this.members.delete(joined) && !joined.member.peer) this.events.users(--this.users);
+    this.holders--;
+    this.checkIdle();
   }
 
   /**
@@ -72,8 +90,7 @@ export class Channel {
     const seed = (messages: Message[]): void => {
       for (const message of messages) stored.add(siphash24Key(message.data));
     };
-    if (isPromise(history)) history.then(seed, () => {});
-    else seed(history);
+    Promise.resolve(history).then(seed, () => {});
   }
 
   /**
@@ -81,107 +98,51 @@ export class Channel {
    * stored are dropped when they come from a peer. People's messages are always taken (a
    * client may send the same payload twice), and remembered.
    */
-  admit(from: Member, message: Message): boolean {
+  accepts(from: Joined, message: Message): boolean {
     if (!this.stored) return true;
-    return this.stored.add(siphash24Key(message.data)) || !from.peer;
+    return this.stored.add(siphash24Key(message.data)) || !from.member.peer;
   }
 
-  /** How many people (not peer links) are joined now. */
-  get userCount(): number {
-    return this.users;
-  }
-
-  /** Tells the hub it may forget this channel if nobody is joined and nothing is queued. */
+  /** Lets the hub forget this channel if nobody holds it and its broker has nothing queued. */
   checkIdle(): void {
-    if (this.members.size === 0 && this.steps.length === 0) this.onIdle();
+    if (this.holders === 0 && !this.stream.busy) this.events.idle();
   }
 
-  /** Queue a message from `from`; it is fanned out once `stored` settles. */
-  publish(from: Member, message: Message, stored: MaybePromise<void>): void {
-    // The common case (synchronous store, nothing queued) fans out at once, allocating nothing.
-    if (this.steps.length === 0 && !isPromise(stored)) return this.fanOut(from, message);
-    this.enqueue(stored, {
-      run: () => this.fanOut(from, message),
-      // A message that could not be stored is delivered to no one; its sender must know.
-      fail: (error) => {
-        this.onAppendError(error);
-        from.close(Close.notStored);
-      },
-    });
-  }
-
-  private fanOut(from: Member, message: Message): void {
-    for (const member of this.members) {
-      if (member !== from) member.deliver(message);
-    }
-    this.stats.deliveries += this.members.has(from) ? this.members.size - 1 : this.members.size;
-  }
-
-  /**
-   * Queue a join: once `history` (read before the join frame was appended) and the join frame's
-   * append settle, the newcomer gets the history and becomes a member.
-   */
-  join(
-    member: Member,
-    history: MaybePromise<Message[]>,
-    stored: MaybePromise<void>,
-    onError: (e: unknown) => void,
-  ): void {
-    const both = isPromise(history) || isPromise(stored)
-      ? Promise.all([history, stored]).then(([h]) => h)
-      : history;
-    this.joining.add(member);
-    this.enqueue(both, {
-      run: (step) => {
-        if (!this.joining.delete(member) || !member.open) return;
-        member.replay(step.history!);
-        this.members.add(member);
-        if (!member.peer) this.onUsers(++this.users);
-      },
-      fail: (error) => {
-        this.joining.delete(member);
-        onError(error);
-      },
-    });
-  }
-
-  private enqueue(
-    ready: MaybePromise<Message[] | void>,
-    actions: Pick<Step, 'run' | 'fail'>,
-  ): void {
-    const step: Step = { settled: true, failed: undefined, history: undefined, ...actions };
-    if (isPromise(ready)) {
-      step.settled = false;
-      ready.then(
-        (value) => this.settle(step, value ?? undefined, undefined),
-        (error: unknown) => this.settle(step, undefined, error ?? new Error('store failed')),
-      );
-    } else {
-      step.history = ready ?? undefined;
-    }
-    this.steps.push(step);
-    this.drain();
-  }
-
-  private settle(step: Step, history: Message[] | undefined, failed: unknown): void {
-    step.settled = true;
-    step.history = history;
-    step.failed = failed;
-    this.drain();
-  }
-
-  private drain(): void {
-    if (this.draining) return;
-    this.draining = true;
-    try {
-      while (this.steps.length > 0 && this.steps[0]!.settled) {
-        const step = this.steps.shift()!;
-        if (step.failed === undefined) step.run(step);
-        else step.fail(step.failed);
+  deliver(message: Message, from: number): void {
+    let deliveries = 0;
+    for (const joined of this.members) {
+      if (joined.id !== from) {
+        joined.member.deliver(message);
+        deliveries++;
       }
-    } finally {
-      this.draining = false;
     }
+    this.stats.deliveries += deliveries;
+    // Another node stored it: a peer's copy of it must be dropped here too.
+    if (from === ELSEWHERE && this.stored) this.stored.add(siphash24Key(message.data));
+  }
+
+  admit(joiner: Sender, history: readonly Message[]): void {
+    const joined = joiner as Joined; // the broker hands back what the channel gave it
+    if (!this.joining.delete(joined) || !joined.member.open) return;
+    joined.member.replay(history);
+    this.members.add(joined);
+    if (!joined.member.peer) this.events.users(++this.users);
+  }
+
+  settled(): void {
     this.checkIdle();
+  }
+
+  joinFailed(joiner: Sender, error: unknown): void {
+    const joined = joiner as Joined;
+    this.joining.delete(joined);
+    this.events.storeFailed(error, `join ${this.name}`);
+    joined.member.close(Close.historyUnavailable);
+  }
+
+  notStored(from: Sender, error: unknown): void {
+    this.events.storeFailed(error, `append ${this.name}`);
+    // A message that could not be stored went to no one; its sender must know.
+    (from as Joined).member.close(Close.notStored);
   }
 }

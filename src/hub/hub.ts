@@ -1,26 +1,28 @@
-// The hub: channels, the duplicate-session rule, and history expiry. It is transport-free:
-// members come from the network layer, history goes through a HistoryStore.
+// The hub: channels, membership, join replay, fan-out and the duplicate-session rule, once for
+// every mode. It is transport-free: members come from the network layer; a broker sequences and
+// carries each channel (src/broker/), a session registry holds the duplicate rule, and history
+// is read through the store.
 
-import { Channel } from './channel.js';
+import { Channel, type Joined } from './channel.js';
+import type { Broker, Guard, SessionRegistry } from './broker.js';
 import type { Member } from './member.js';
 import { Close, type CloseReason } from '../protocol/close-codes.js';
 import { sessionKey, type Join } from '../protocol/join.js';
 import { provesPeer } from '../protocol/peer-proof.js';
-import type { HistoryStore, MaybePromise, Message } from '../store/store.js';
+import { LocalBroker, LocalSessions } from '../broker/local.js';
+import type { HistoryStore, HistoryView, MaybePromise, Message } from '../store/store.js';
 
 export const DAY_MS = 24 * 60 * 60 * 1000;
 
-/** Runs a store call; a synchronous throw becomes a rejection, which the channel pipeline handles. */
-function attempt<T>(call: () => MaybePromise<T>): MaybePromise<T> {
-  try {
-    return call();
-  } catch (error) {
-    return Promise.reject(error);
-  }
-}
+/** A single node's store (its local broker appends to it), or a broker with its history. */
+export type HubOptions = HubSettings & (
+  | { store: HistoryStore; broker?: undefined }
+  | { store: HistoryView; broker: Broker }
+);
 
-export interface HubOptions {
-  store: HistoryStore;
+export interface HubSettings {
+  /** The duplicate rule's sessions; this node's alone unless given. */
+  sessions?: SessionRegistry;
   /** Milliseconds since the epoch; injectable so tests can move time. */
   now?: () => number;
   /** A channel idle for this long loses its history (spec section 3: 30 days). */
@@ -51,23 +53,28 @@ export interface Session {
 }
 
 export class Hub {
-  readonly store: HistoryStore;
+  /** Where history is read (the API, peer links) and expired. */
+  readonly store: HistoryView;
   readonly stats: HubStats = {
     joins: 0, duplicates: 0, messagesIn: 0, deliveries: 0, storeErrors: 0, peerRepeats: 0,
   };
+  private readonly broker: Broker;
+  private readonly sessions: SessionRegistry;
   private readonly channels = new Map<string, Channel>();
-  private readonly sessions = new Set<string>();
   private readonly now: () => number;
   private readonly idleExpiryMs: number;
   private readonly onError: (error: unknown, context: string) => void;
   private readonly dedupCapacity: number;
   private readonly peerKey: string | undefined;
+  private lastSenderId = 0;
   /** Told when a channel's number of joined people changes (peer links follow it). */
   onUsersChanged: (channel: string, users: number) => void = () => {};
 
   constructor(options: HubOptions) {
     this.store = options.store;
     this.now = options.now ?? Date.now;
+    this.broker = options.broker ?? new LocalBroker(options.store as HistoryStore, this.now);
+    this.sessions = options.sessions ?? new LocalSessions();
     this.idleExpiryMs = options.idleExpiryMs ?? 30 * DAY_MS;
     this.onError = options.onError ?? (() => {});
     this.dedupCapacity = options.dedupCapacity ?? 4096;
@@ -84,31 +91,37 @@ export class Hub {
 
   /**
    * Joins `member` to the channel named in `join`, or returns why it is refused. On success the
-   * member receives the channel's history and then every later message of the others.
+   * member receives the channel's history and then every later message of the others. A
+   * duplicate found only later (on another node) is closed with the same reason.
    */
   join(member: Member, join: Join): Session | CloseReason {
     const key = sessionKey(join);
-    if (this.sessions.has(key)) {
+    const claimed = this.sessions.claim(key, join.channel);
+    if (claimed === false) {
       this.stats.duplicates++;
       return Close.duplicate;
     }
-    this.sessions.add(key);
-    this.stats.joins++;
     const channel = this.channelFor(join.channel);
-    const history = attempt(() => this.store.read(join.channel));
     // A peer link's join frame is plumbing, not a person joining, but anyone can claim `peer`:
     // only a join proven with MLES_PEER_KEY stays out of history, or a lurker would be unseen.
-    const stored = provesPeer(join, this.peerKey)
-      ? undefined
-      : attempt(() => this.store.append(join.channel, { data: join.text, binary: false }, this.now()));
+    const frame = provesPeer(join, this.peerKey) ? undefined : { data: join.text, binary: false };
     // Repeats from a claimed peer are dropped, proof or not: that keeps rings without a peer key
     // exactly-once, and costs a person who claims it only its own repeated payloads.
-    if (join.peer) channel.trackStored(history, this.dedupCapacity);
-    channel.join(member, history, stored, (error) => {
-      this.storeFailed(error, `join ${join.channel}`);
-      member.close(Close.historyUnavailable);
-    });
-    return this.session(channel, member, key);
+    if (join.peer) channel.trackStored(this.readHistory(join.channel), this.dedupCapacity);
+    const session = new MemberSession(this, channel, member, ++this.lastSenderId, key);
+    if (claimed === true) {
+      session.sequence(frame, undefined);
+      session.start();
+    } else {
+      // The join keeps its place in the channel now; what the member sends waits for the answer.
+      session.claiming();
+      session.sequence(frame, claimed.guard);
+      claimed.won.then(
+        (won) => (won ? session.start() : session.refuse(Close.duplicate)),
+        () => session.refuse(Close.historyUnavailable),
+      );
+    }
+    return session;
   }
 
   /**
@@ -117,35 +130,37 @@ export class Hub {
    */
   attachLink(link: Member, channelName: string): Session {
     const channel = this.channelFor(channelName);
-    channel.trackStored(attempt(() => this.store.read(channelName)), this.dedupCapacity);
-    channel.attach(link);
-    return this.session(channel, link, undefined);
-  }
-
-  private session(channel: Channel, member: Member, key: string | undefined): Session {
-    return new MemberSession(this, channel, member, key);
+    channel.trackStored(this.readHistory(channelName), this.dedupCapacity);
+    const session = new MemberSession(this, channel, link, ++this.lastSenderId, undefined);
+    channel.attach(session);
+    return session;
   }
 
   /**
-   * A member's message, on behalf of its session: stored, then fanned out in channel order.
-   * Returns the store's append (nothing for a dropped peer repeat), for a caller that must know
-   * when the message is stored.
+   * Takes the right to link `channelName` to peers, through the duplicate rule's registry: on a
+   * cluster one node at a time holds a channel's links, so each message crosses once.
    */
-  publishFrom(channel: Channel, member: Member, message: Message): MaybePromise<void> {
+  claimLinks(channelName: string): MaybePromise<boolean> {
+    const claimed = this.sessions.claim(linksKey(channelName), channelName);
+    return typeof claimed === 'boolean' ? claimed : claimed.won;
+  }
+
+  releaseLinks(channelName: string): void {
+    this.sessions.release(linksKey(channelName));
+  }
+
+  /**
+   * A message from `from`, on behalf of its session: stored, then fanned out in channel order.
+   * Returns the broker's publish (nothing for a dropped peer repeat), for a caller that must
+   * know when the message is stored.
+   */
+  publishFrom(channel: Channel, from: Joined, message: Message): MaybePromise<void> {
     this.stats.messagesIn++;
-    if (!channel.admit(member, message)) {
+    if (!channel.accepts(from, message)) {
       this.stats.peerRepeats++;
       return;
     }
-    // attempt() inlined: this runs for every message, and a closure per message is not free.
-    let stored: MaybePromise<void>;
-    try {
-      stored = this.store.append(channel.name, message, this.now());
-    } catch (error) {
-      stored = Promise.reject(error);
-    }
-    channel.publish(member, message, stored);
-    return stored;
+    return channel.stream.publish(from, message);
   }
 
   /**
@@ -173,7 +188,11 @@ export class Hub {
 
   /** The people joined to `channelName` now: not peer links, nor joins still waiting for history. */
   membersOf(channelName: string): Member[] {
-    return [...(this.channels.get(channelName)?.members ?? [])].filter((member) => !member.peer);
+    const members: Member[] = [];
+    for (const joined of this.channels.get(channelName)?.members ?? []) {
+      if (!joined.member.peer) members.push(joined.member);
+    }
+    return members;
   }
 
   /**
@@ -187,11 +206,10 @@ export class Hub {
   }
 
   /** Ends a session: its (uid, channel, auth) is free again at once. */
-  release(channel: Channel, member: Member, key: string | undefined): void {
-    if (key !== undefined) this.sessions.delete(key);
-    channel.leave(member);
+  release(channel: Channel, joined: Joined, key: string | undefined): void {
+    channel.leave(joined);
+    if (key !== undefined) this.sessions.release(key);
   }
-
 
   /** Drops the history of channels idle for longer than the expiry (run daily). */
   async expireIdle(): Promise<string[]> {
@@ -199,64 +217,122 @@ export class Hub {
     return this.store.expire(before, (name) => this.channels.has(name));
   }
 
+  /** Stops the broker and the session registry (the store is the caller's). */
+  async close(): Promise<void> {
+    this.sessions.close();
+    await this.broker.close();
+  }
+
+  /** A store read; a synchronous throw becomes a rejection. */
+  private readHistory(channel: string): MaybePromise<Message[]> {
+    try {
+      return this.store.read(channel);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   private channelFor(name: string): Channel {
     let channel = this.channels.get(name);
     if (!channel) {
-      const created = new Channel(
-        name,
-        this.stats,
-        () => {
-          if (this.channels.get(name) === created) this.channels.delete(name);
+      const created = new Channel(name, this.broker, this.stats, {
+        idle: () => {
+          if (this.channels.get(name) !== created) return;
+          this.channels.delete(name);
+          created.stream.close();
         },
-        (users) => this.onUsersChanged(name, users),
-        (error) => this.storeFailed(error, `append ${name}`),
-      );
+        users: (users) => this.onUsersChanged(name, users),
+        storeFailed: (error, context) => this.storeFailed(error, context),
+      });
       channel = created;
       this.channels.set(name, channel);
     }
     return channel;
   }
 
-  private storeFailed(error: unknown, context: string): void {
+  /** Counts and reports a store failure (also for the Redis broker's errors). */
+  storeFailed(error: unknown, context: string): void {
     this.stats.storeErrors++;
     this.onError(error, context);
   }
+}
+
+/** The registry key of a channel's peer links: no session key (a JSON triplet) looks like it. */
+function linksKey(channel: string): string {
+  return JSON.stringify(['links', channel]);
 }
 
 /**
  * The sender of the server's own messages: never a member, so every member gets them; a store
  * failure is reported to the caller of Hub.publish, not through close().
  */
-const SERVER_SENDER: Member = {
-  uid: 'mles-server',
-  open: true,
-  deliver: () => {},
-  replay: () => {},
-  close: () => {},
+const SERVER_SENDER: Joined = {
+  id: -1,
+  member: { uid: 'mles-server', open: true, deliver: () => {}, replay: () => {}, close: () => {} },
 };
 
-/** A member's handle on its channel; a class rather than closures, as there is one per client. */
-class MemberSession implements Session {
+/**
+ * A member's handle on its channel; a class rather than closures, as there is one per client.
+ * Until the registry has answered for its session (on another node's Redis, say), what the
+ * member sends waits here, so nothing of a refused duplicate is ever stored.
+ */
+class MemberSession implements Session, Joined {
   private left = false;
+  private held: Message[] | undefined;
 
   constructor(
     private readonly hub: Hub,
     private readonly target: Channel,
-    private readonly member: Member,
+    readonly member: Member,
+    readonly id: number,
     private readonly key: string | undefined,
-  ) {}
+  ) {
+    target.hold();
+  }
 
   get channel(): string {
     return this.target.name;
   }
 
+  /** The registry is still deciding: hold what the member sends. */
+  claiming(): void {
+    this.held = [];
+  }
+
+  /** Sequences the member's join, guarded while its claim is on its way. */
+  sequence(frame: Message | undefined, guard: Guard | undefined): void {
+    this.target.join(this, frame, guard);
+  }
+
+  /** The session is this member's: what it sent meanwhile follows its join. */
+  start(): void {
+    this.hub.stats.joins++;
+    const held = this.held;
+    this.held = undefined;
+    if (held) for (const message of held) this.hub.publishFrom(this.target, this, message);
+    if (this.left) this.hub.release(this.target, this, this.key);
+  }
+
+  /** The registry said no (a duplicate elsewhere): nothing the member sent counts. */
+  refuse(reason: CloseReason): void {
+    this.held = undefined;
+    // Not claimed, so nothing to release in the registry; marked first, as close() calls leave().
+    this.left = true;
+    if (reason === Close.duplicate) this.hub.stats.duplicates++;
+    this.member.close(reason);
+    this.target.leave(this);
+  }
+
   publish(message: Message): void {
-    this.hub.publishFrom(this.target, this.member, message);
+    if (this.held) this.held.push(message);
+    else this.hub.publishFrom(this.target, this, message);
   }
 
   leave(): void {
     if (this.left) return;
     this.left = true;
-    this.hub.release(this.target, this.member, this.key);
+    if (this.held === undefined) return this.hub.release(this.target, this, this.key);
+    // While claiming: never admitted now; start() or refuse() lets go once the registry answers.
+    this.target.withdraw(this);
   }
 }

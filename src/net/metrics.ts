@@ -13,7 +13,7 @@ export interface MetricSources {
   endpoint: { readonly stats: EndpointStats };
   http: HttpRouter;
   /** Present on a cluster node (--redis). */
-  cluster?: { readonly connected: number; readonly outages: number };
+  cluster?: { readonly connected: number; readonly outages: number; readonly catchUps: number };
   /** Present with --mqtt. */
   mqtt?: MqttBridgeStats | undefined;
 }
@@ -69,6 +69,7 @@ export function createMetrics({ hub, endpoint, http, cluster, mqtt }: MetricSour
   counterOf(registry, 'mles_bytes_in_total', 'WebSocket payload bytes received', () => stats.bytesIn);
   counterOf(registry, 'mles_bytes_out_total', 'WebSocket payload bytes sent, history replays included', () => stats.bytesOut);
   gaugeOf(registry, 'mles_channels', 'Channels with members or pending messages', () => hub.channelCount);
+  gaugeOf(registry, 'mles_sessions', 'Sessions of the duplicate rule held on this node', () => hub.sessionCount);
   if (hub.store.countMessages) {
     const store = hub.store as Required<typeof hub.store>;
     gaugeOf(registry, 'mles_history_messages', 'Messages held in history, all channels', () => store.countMessages());
@@ -81,6 +82,7 @@ export function createMetrics({ hub, endpoint, http, cluster, mqtt }: MetricSour
   if (cluster) {
     gaugeOf(registry, 'mles_cluster_connected', '1 while this node is part of the Redis cluster, 0 while it serves its members alone', () => cluster.connected);
     counterOf(registry, 'mles_cluster_outages_total', 'Times this node lost its Redis connection', () => cluster.outages);
+    counterOf(registry, 'mles_cluster_catch_ups_total', 'Times this node found a gap in a channel\'s sequence and fetched what it missed', () => cluster.catchUps);
   }
   if (mqtt) {
     gaugeOf(registry, 'mles_mqtt_connected', '1 while the MQTT bridge is connected to its broker and subscribed, else 0', () => mqtt.connected);

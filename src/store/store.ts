@@ -25,7 +25,7 @@ export interface HistoryLimits {
 }
 
 /**
- * The one trimming rule of every store (the cluster's Lua in src/cluster/scripts.ts mirrors it):
+ * The one trimming rule of every store (the Redis broker's Lua in src/broker/redis/scripts.ts mirrors it):
  * a channel's oldest message goes while the channel holds more than `limit` messages, or more
  * than `historyBytes` payload bytes and more than one message. So the newest messages are kept,
  * and a single message larger than the byte cap is still kept, alone, as the newest: a newcomer
@@ -60,3 +60,6 @@ export interface HistoryStore {
   /** Messages held across all channels (for metrics; optional). */
   countMessages?(): MaybePromise<number>;
 }
+
+/** A history as its readers see it: where appends go through a broker (Redis), not the store. */
+export type HistoryView = Omit<HistoryStore, 'append'>;

@@ -49,7 +49,8 @@ async function launch(port: number, dir: string): Promise<ChildProcess> {
   return proc;
 }
 
-async function kill(proc: ChildProcess): Promise<void> {
+/** SIGKILLs `proc` (a crash: nothing saved) and resolves once it exited. */
+export async function killProcess(proc: ChildProcess): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((resolve) => proc.once('exit', resolve));
   proc.kill('SIGKILL');
@@ -63,12 +64,12 @@ export async function startRedis(): Promise<RunningRedis> {
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
-    kill: () => kill(proc),
+    kill: () => killProcess(proc),
     async start() {
       proc = await launch(port, dir);
     },
     async stop() {
-      await kill(proc);
+      await killProcess(proc);
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

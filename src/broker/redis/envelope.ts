@@ -1,10 +1,10 @@
-// The pub/sub message PUBLISH_SCRIPT sends for a batch of frames, parsed back into frames with
-// their sequence numbers and origins.
+// The pub/sub message the publish and join scripts send for a batch of frames, parsed back into
+// frames with their sequence numbers and origins.
 
-import { decodeEntry } from './scripts.js';
-import type { Message } from '../store/store.js';
+import { decodeEntry, isJoinEntry } from './scripts.js';
+import type { Message } from '../../store/store.js';
 
-/** Origin of a join frame appended after an outage: stored in history, never delivered live. */
+/** Origin of a join frame: stored in history, never delivered live. */
 export const JOIN_ORIGIN = 'j';
 
 /** The batch header's flag: frames sent live, or frames replayed from a node's outage. */
@@ -47,6 +47,16 @@ export function parseBatch(buffer: Buffer): Batch {
     messages.push({ seq: seq++, origin, message: decodeEntry(buffer.subarray(entryStart, at)) });
   }
   return { node, kind, messages };
+}
+
+/** History entries fetched after `since`, as sequenced messages whose origin is unknown. */
+export function sequenceEntries(entries: Buffer[], last: number): SequencedMessage[] {
+  const first = last - entries.length + 1;
+  return entries.map((entry, i) => ({
+    seq: first + i,
+    origin: isJoinEntry(entry) ? JOIN_ORIGIN : '',
+    message: decodeEntry(entry),
+  }));
 }
 
 export function batchHeader(node: string, kind: BatchKind): string {

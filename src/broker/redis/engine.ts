@@ -1,16 +1,20 @@
 // The node's two Redis connections: one for commands (its order is each sender's order) and one
 // subscriber (one stream per node keeps every channel's sequence order). It batches a channel's
-// messages per event-loop turn into one script call, and reports when Redis goes and comes back.
+// messages per event-loop turn into one script call (capped in count and bytes), and reports
+// when Redis goes and comes back.
 
 import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Message } from '../store/store.js';
-import { parseBatch, batchHeader, BatchKind, type Batch } from './envelope.js';
+import type { Message } from '../../store/store.js';
+import { parseBatch, batchHeader, sequenceEntries, BatchKind, JOIN_ORIGIN, type Batch, type SequencedMessage } from './envelope.js';
 import {
-  channelKeys, channelOfLive, type ChannelKeys, encodeEntry, sessionKeyOf, MAX_BATCH,
-  PUBLISH_SCRIPT, JOIN_SCRIPT, RELEASE_SCRIPT, RESEED_SCRIPT,
+  channelKeys, channelOfLive, type ChannelKeys, encodeEntry, MAX_BATCH,
+  PUBLISH_SCRIPT, JOIN_SCRIPT, FETCH_SCRIPT, RELEASE_SCRIPT, RESEED_SCRIPT,
 } from './scripts.js';
+
+/** A batch is sent once it holds this many payload bytes, even within one turn. */
+export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 
 export interface EngineOptions {
   url: string;
@@ -28,20 +32,24 @@ export interface EngineOptions {
 export interface EngineEvents {
   /** A batch of sequenced messages arrived on a channel's stream. */
   onBatch(channel: string, batch: Batch): void;
-  /** A batch could not be appended (Redis went away): the hub serves live ones locally. */
-  onPublishFailed(channel: string, items: OutgoingMessage[], kind: BatchKind): void;
+  /** A batch was appended: its messages took the seqs from `first` on. */
+  onAppended(channel: string, items: OutgoingMessage[], kind: BatchKind, first: number): void;
+  /** A batch could not be appended (Redis went away). */
+  onAppendFailed(channel: string, items: OutgoingMessage[], kind: BatchKind): void;
   /** Both connections are ready (at start, and again after an outage). */
   onUp(): void;
-  /** A connection was lost: the node is on its own until onUp. */
+  /** The command connection was lost: the node is on its own until onUp. */
   onDown(): void;
+  /** Only the subscriber was lost: messages still reach Redis, the stream is missed until onStreamBack. */
+  onStreamLost(): void;
+  /** The subscriber is back (subscribed to nothing): follow the channels again and catch up. */
+  onStreamBack(): void;
 }
 
 export interface OutgoingMessage {
   /** The sending member's id on this node, or JOIN_ORIGIN. */
   origin: string;
   message: Message;
-  /** Set while the sender's join is in flight: stored only if that join is accepted. */
-  guard?: { key: string; token: string };
 }
 
 export interface JoinResult {
@@ -49,10 +57,19 @@ export interface JoinResult {
   history: Buffer[];
 }
 
+/** A channel's messages of this turn, and the one promise of their append. */
+interface PendingBatch {
+  items: OutgoingMessage[];
+  bytes: number;
+  stored: Promise<void> | undefined;
+  settle: ((error?: unknown) => void) | undefined;
+}
+
 type Arg = string | Buffer | number;
 interface ScriptCommands {
   mlesPublish(...args: Arg[]): Promise<number>;
   mlesJoinBuffer(...args: Arg[]): Promise<[number, Buffer[]] | null>;
+  mlesFetchBuffer(...args: Arg[]): Promise<[number, Buffer[]]>;
   mlesRelease(...args: Arg[]): Promise<number>;
   mlesReseed(...args: Arg[]): Promise<number>;
 }
@@ -74,7 +91,8 @@ export class RedisEngine {
   private readonly subscriber: Redis;
   private readonly ready = { commands: false, subscriber: false };
   private up = false;
-  private readonly batches = new Map<string, OutgoingMessage[]>();
+  private streamLost = false;
+  private readonly batches = new Map<string, PendingBatch>();
   private flushScheduled = false;
   private closed = false;
 
@@ -83,6 +101,7 @@ export class RedisEngine {
     this.subscriber = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}-sub` });
     this.commands.defineCommand('mlesPublish', { numberOfKeys: 3, lua: PUBLISH_SCRIPT });
     this.commands.defineCommand('mlesJoin', { numberOfKeys: 4, lua: JOIN_SCRIPT });
+    this.commands.defineCommand('mlesFetch', { numberOfKeys: 2, lua: FETCH_SCRIPT });
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT });
     this.commands.defineCommand('mlesReseed', { numberOfKeys: 3, lua: RESEED_SCRIPT });
     this.watch(this.commands, 'commands');
@@ -108,6 +127,11 @@ export class RedisEngine {
     return [this.options.limit, this.options.historyBytes, this.options.expirySeconds];
   }
 
+  /** What a script that publishes takes after the caps: the command, the pub/sub channel, the header. */
+  private stream(channel: string, kind: BatchKind): [string, string, string] {
+    return ['PUBLISH', this.keys(channel).live, batchHeader(this.nodeId, kind)];
+  }
+
   /** Connects both connections; false if Redis did not answer within `timeoutMs` (it keeps trying). */
   async start(timeoutMs: number): Promise<boolean> {
     const connecting = Promise.all([this.commands.connect(), this.subscriber.connect()]).then(() => true, () => false);
@@ -127,16 +151,26 @@ export class RedisEngine {
   private watch(connection: Redis, name: keyof RedisEngine['ready']): void {
     connection.on('ready', () => {
       this.ready[name] = true;
-      if (!this.up && this.ready.commands && this.ready.subscriber) {
+      if (!this.up) {
+        if (!this.ready.commands || !this.ready.subscriber) return;
         this.up = true;
+        this.streamLost = false;
         this.events.onUp();
+      } else if (name === 'subscriber' && this.streamLost) {
+        this.streamLost = false;
+        this.events.onStreamBack();
       }
     });
     connection.on('close', () => {
       this.ready[name] = false;
-      if (this.up && !this.closed) {
+      if (this.closed || !this.up) return;
+      if (name === 'commands') {
         this.up = false;
         this.events.onDown();
+      } else if (!this.streamLost) {
+        // Commands still go through: messages keep their one order; the stream is caught up later.
+        this.streamLost = true;
+        this.events.onStreamLost();
       }
     });
     // Connection errors repeat on every retry; onDown already said what matters.
@@ -152,43 +186,101 @@ export class RedisEngine {
     this.subscriber.unsubscribe(this.keys(channel).live).catch(() => {});
   }
 
-  /** The atomic join (see JOIN_SCRIPT); null if the session is joined elsewhere. */
-  async join(channel: string, triplet: string, token: string, frame: Message): Promise<JoinResult | null> {
+  /** The atomic join (see JOIN_SCRIPT): the history before it and its seq; null if its guard failed. */
+  async join(channel: string, frame: Message | undefined, guard: { key: string; token: string } | undefined): Promise<JoinResult | null> {
     this.flushChannel(channel); // this node's earlier messages on the channel come first
     const { seq, history, bytes } = this.keys(channel);
     const reply = await this.commands.mlesJoinBuffer(
-      sessionKeyOf(channel, triplet), seq, history, bytes,
-      token, this.options.sessionTtlMs, encodeEntry(frame), ...this.caps(),
+      seq, history, bytes, guard?.key ?? seq, ...this.caps(), ...this.stream(channel, BatchKind.live),
+      frame ? encodeEntry(frame, true) : '', guard?.token ?? '',
     );
     return reply === null ? null : { seq: Number(reply[0]), history: reply[1] };
   }
 
-  /** Queues a message; the channel's messages of this turn go to Redis in one script call. */
-  publish(channel: string, item: OutgoingMessage): void {
+  /** The channel's last seq and what history holds after `since` (see FETCH_SCRIPT). */
+  async fetch(channel: string, since: number): Promise<{ last: number; missed: SequencedMessage[] }> {
+    this.flushChannel(channel);
+    const { seq, history } = this.keys(channel);
+    const [last, entries] = await this.commands.mlesFetchBuffer(seq, history, since);
+    return { last: Number(last), missed: sequenceEntries(entries, Number(last)) };
+  }
+
+  /**
+   * Queues a message; the channel's messages of this turn go to Redis in one script call. The
+   * result, shared by the batch, settles once they are stored.
+   */
+  publish(channel: string, item: OutgoingMessage): Promise<void> {
     let batch = this.batches.get(channel);
     if (!batch) {
-      batch = [];
+      batch = { items: [], bytes: 0, stored: undefined, settle: undefined };
       this.batches.set(channel, batch);
     }
-    batch.push(item);
-    if (batch.length >= MAX_BATCH) this.flushChannel(channel);
+    batch.items.push(item);
+    batch.bytes += item.message.data.length;
+    batch.stored ??= new Promise<void>((resolve, reject) => {
+      batch.settle = (error) => (error === undefined ? resolve() : reject(error));
+    });
+    // Members' messages are not awaited: their failure is handled through onAppendFailed.
+    batch.stored.catch(() => {});
+    const stored = batch.stored;
+    if (batch.items.length >= MAX_BATCH || batch.bytes >= MAX_BATCH_BYTES) this.flushChannel(channel);
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
+    return stored;
   }
 
   /** Appends messages served locally during an outage, marked so their node does not deliver them again. */
-  replay(channel: string, items: OutgoingMessage[]): void {
-    for (let start = 0; start < items.length; start += MAX_BATCH) {
-      this.append(channel, items.slice(start, start + MAX_BATCH), BatchKind.replay);
+  replay(channel: string, items: OutgoingMessage[]): Promise<void> {
+    const sent: Array<Promise<void>> = [];
+    for (let start = 0; start < items.length;) {
+      let end = start;
+      for (let bytes = 0; end < items.length && end - start < MAX_BATCH && bytes < MAX_BATCH_BYTES; end++) {
+        bytes += items[end]!.message.data.length;
+      }
+      sent.push(this.append(channel, items.slice(start, end), BatchKind.replay));
+      start = end;
     }
+    return Promise.all(sent).then(() => {});
   }
 
   /** Restores a channel's history if Redis lost it (see RESEED_SCRIPT). */
-  async reseed(channel: string, lastSeq: number, history: Message[]): Promise<number> {
-    const { seq, history: list, bytes } = this.keys(channel);
-    return this.commands.mlesReseed(seq, list, bytes, lastSeq, ...this.caps(), ...history.map(encodeEntry));
+  async reseed(channel: string, lastSeq: number, entries: Buffer[]): Promise<number> {
+    const { seq, history, bytes } = this.keys(channel);
+    return this.commands.mlesReseed(seq, history, bytes, lastSeq, ...this.caps(), ...entries);
+  }
+
+  /** The channel's history entries, oldest first. */
+  async read(channel: string): Promise<Buffer[]> {
+    return this.commands.lrangeBuffer(this.keys(channel).history, 0, -1);
+  }
+
+  /** Drops the channel's history; its seq goes on, so no node takes it for a lost channel. */
+  async clear(channel: string): Promise<void> {
+    const { history, bytes } = this.keys(channel);
+    this.flushChannel(channel);
+    await this.commands.del(history, bytes);
+  }
+
+  /** Messages held in history across all channels (SCAN: for metrics, not the hot path). */
+  async countMessages(): Promise<number> {
+    let total = 0;
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.commands.scan(cursor, 'MATCH', 'mles:{*}:history', 'COUNT', 1000);
+      cursor = next;
+      if (keys.length === 0) continue;
+      const pipeline = this.commands.pipeline();
+      for (const key of keys) pipeline.llen(key);
+      for (const [, count] of (await pipeline.exec()) ?? []) total += Number(count ?? 0);
+    } while (cursor !== '0');
+    return total;
+  }
+
+  /** Takes a session key for this node unless it is taken; false if it is. */
+  async claimNew(key: string, token: string): Promise<boolean> {
+    return (await this.commands.set(key, token, 'PX', this.options.sessionTtlMs, 'NX')) === 'OK';
   }
 
   /** (Re)claims session keys for this node, e.g. after an outage. */
@@ -222,17 +314,21 @@ export class RedisEngine {
     const batch = this.batches.get(channel);
     if (!batch) return;
     this.batches.delete(channel);
-    this.append(channel, batch, BatchKind.live);
+    this.append(channel, batch.items, BatchKind.live).then(() => batch.settle!(), (error: unknown) => batch.settle!(error));
   }
 
-  private append(channel: string, items: OutgoingMessage[], kind: BatchKind): void {
-    const { seq, history, bytes, live } = this.keys(channel);
-    const args: Arg[] = [seq, history, bytes, ...this.caps(), live, batchHeader(this.nodeId, kind)];
-    for (const { origin, message, guard } of items) args.push(origin, guard?.key ?? '', guard?.token ?? '', encodeEntry(message));
-    this.commands.mlesPublish(...args).catch((error: unknown) => {
-      this.options.log.debug({ err: error, channel }, 'cluster append failed');
-      this.events.onPublishFailed(channel, items, kind);
-    });
+  private append(channel: string, items: OutgoingMessage[], kind: BatchKind): Promise<void> {
+    const { seq, history, bytes } = this.keys(channel);
+    const args: Arg[] = [seq, history, bytes, ...this.caps(), ...this.stream(channel, kind)];
+    for (const { origin, message } of items) args.push(origin, encodeEntry(message, origin === JOIN_ORIGIN));
+    return this.commands.mlesPublish(...args).then(
+      (first) => this.events.onAppended(channel, items, kind, Number(first)),
+      (error: unknown) => {
+        this.options.log.debug({ err: error, channel }, 'cluster append failed');
+        this.events.onAppendFailed(channel, items, kind);
+        throw error;
+      },
+    );
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,7 @@
 //                             node (pub/sub ignores databases: the number keeps clusters on one Redis apart)
 //   mles:{<channel>}:session:<triplet>  a joined (uid, channel, auth), valued with its owner's token
 
-import type { Message } from '../store/store.js';
+import type { Message } from '../../store/store.js';
 
 export interface ChannelKeys {
   seq: string;
@@ -33,17 +33,22 @@ export function channelOfLive(live: string): string {
 
 const TEXT = 0x74; // 't'
 const BINARY = 0x62; // 'b'
+const JOIN = 0x6a; // 'j': a join frame (text), kept in history but never delivered live
 
 /** A message as stored in the history list: one type byte, then the payload. */
-export function encodeEntry(message: Message): Buffer {
+export function encodeEntry(message: Message, join = false): Buffer {
   const entry = Buffer.allocUnsafe(message.data.length + 1);
-  entry[0] = message.binary ? BINARY : TEXT;
+  entry[0] = join ? JOIN : message.binary ? BINARY : TEXT;
   message.data.copy(entry, 1);
   return entry;
 }
 
 export function decodeEntry(entry: Buffer): Message {
   return { data: entry.subarray(1), binary: entry[0] === BINARY };
+}
+
+export function isJoinEntry(entry: Buffer): boolean {
+  return entry[0] === JOIN;
 }
 
 /** Lua's unpack() is bounded by the C stack (8000 values): batches stay well below. */
@@ -83,46 +88,59 @@ end
 /**
  * Appends a batch of frames to a channel: assigns consecutive sequence numbers, pushes them to
  * history trimmed to the limits, refreshes the inactivity expiry and publishes the batch as ONE
- * pub/sub message (cheaper for Redis than one per frame):
- *   "<firstSeq> <header>\n" then per frame "<origin> <length>\n<entry>".
- * A frame sent while its sender's join is still in flight carries a guard (its session key and
- * token): it is dropped unless that join was accepted.
- * KEYS: seq, history, bytes. ARGV: limit, cap, expirySeconds, live channel, header, then per
- * frame: origin, guard key ('' for none), guard token, entry.
+ * pub/sub message (cheaper for Redis than one per frame), with PUBLISH or, on a Redis Cluster,
+ * SPUBLISH: "<firstSeq> <header>\n" then per frame "<origin> <length>\n<entry>". Returns firstSeq.
+ * KEYS: seq, history, bytes. ARGV: limit, cap, expirySeconds, publish command, live channel,
+ * header, then per frame: origin, entry.
  */
 export const PUBLISH_SCRIPT = `${APPEND_HISTORY}
 local parts, entries = {}, {}
-for i = 6, #ARGV, 4 do
-  local guard = ARGV[i + 1]
-  if guard == '' or redis.call('GET', guard) == ARGV[i + 2] then
-    local entry = ARGV[i + 3]
-    entries[#entries + 1] = entry
-    parts[#parts + 1] = ARGV[i] .. ' ' .. #entry .. '\\n'
-    parts[#parts + 1] = entry
-  end
+for i = 7, #ARGV, 2 do
+  local entry = ARGV[i + 1]
+  entries[#entries + 1] = entry
+  parts[#parts + 1] = ARGV[i] .. ' ' .. #entry .. '\\n'
+  parts[#parts + 1] = entry
 end
 local n = #entries
 if n == 0 then return 0 end
 local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 append_history(KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), entries, 1)
 for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[3]) end
-redis.call('PUBLISH', ARGV[4], first .. ' ' .. ARGV[5] .. '\\n' .. table.concat(parts))
+redis.call(ARGV[4], ARGV[5], first .. ' ' .. ARGV[6] .. '\\n' .. table.concat(parts))
 return first
 `;
 
 /**
- * A join, atomically: the cluster-wide duplicate check (a session key with a TTL), the history
- * read, and the join frame's append. Returns nil for a duplicate, else { joinSeq, history }:
- * the live stream's messages with seq > joinSeq are exactly those missing from that history.
- * KEYS: session, seq, history, bytes. ARGV: token, ttlMs, join entry, limit, cap, expirySeconds.
+ * A join, atomically: the history read and the join frame's append (published like a batch of
+ * one, so the stream has no gap; nodes never deliver it live). Returns { joinSeq, history }: the
+ * stream's messages with seq > joinSeq are exactly those missing from that history. A join
+ * without a frame (a proven peer link) appends nothing; joinSeq is then the channel's last seq.
+ * A guarded join (its session's claim was sent just before, on the same connection) counts only
+ * if the session key holds its token; else it returns nil and changes nothing.
+ * KEYS: seq, history, bytes, session key (seq when unguarded). ARGV: limit, cap, expirySeconds,
+ * publish command, live channel, header, join entry ('' for none), guard token ('' for none).
  */
 export const JOIN_SCRIPT = `${APPEND_HISTORY}
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return nil end
-local history = redis.call('LRANGE', KEYS[3], 0, -1)
-local seq = redis.call('INCR', KEYS[2])
-append_history(KEYS[3], KEYS[4], tonumber(ARGV[4]), tonumber(ARGV[5]), { ARGV[3] }, 1)
-for k = 2, 4 do redis.call('EXPIRE', KEYS[k], ARGV[6]) end
+if ARGV[8] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[8] then return nil end
+local history = redis.call('LRANGE', KEYS[2], 0, -1)
+local entry = ARGV[7]
+if entry == '' then return { tonumber(redis.call('GET', KEYS[1]) or '0'), history } end
+local seq = redis.call('INCR', KEYS[1])
+append_history(KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), { entry }, 1)
+for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[3]) end
+redis.call(ARGV[4], ARGV[5], seq .. ' ' .. ARGV[6] .. '\\nj ' .. #entry .. '\\n' .. entry)
 return { seq, history }
+`;
+
+/**
+ * What a node missed: the channel's last seq and the history entries after `since`, oldest
+ * first (fewer if history no longer holds them all). KEYS: seq, history. ARGV: since.
+ */
+export const FETCH_SCRIPT = `
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local missed = last - tonumber(ARGV[1])
+if missed <= 0 then return { last, {} } end
+return { last, redis.call('LRANGE', KEYS[2], -missed, -1) }
 `;
 
 /** Deletes a session key only if this node still owns it. KEYS: session. ARGV: token. */

@@ -1,0 +1,461 @@
+// The Redis broker: every node delivers a channel from its one Redis-sequenced stream, so all
+// nodes deliver it in the same order, and history is shared (issue 8, issue 12).
+//
+// A message goes to Redis in its channel's batch of the turn (PUBLISH_SCRIPT) and comes back on
+// the stream with its seq, like every other node's. A join's script reads the history and
+// appends the join frame at seq joinSeq; the joiner is admitted when the stream reaches joinSeq
+// and gets, after that history, what the stream brought beyond it meanwhile. A node that sees a
+// gap in the seqs (its subscription was lost) fetches what it missed from history first.
+//
+// While Redis is unreachable the node serves its own members from what it holds: joins get its
+// mirror of the history, messages reach its members at once and wait in the channel's outbox.
+// When Redis returns, the node puts back any history Redis lost, fetches what it missed, and
+// appends the outbox (acknowledged by the append's reply, so nothing is appended twice).
+
+import type { Logger } from 'pino';
+import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Guard, type Sender } from '../../hub/broker.js';
+import type { Message, MaybePromise } from '../../store/store.js';
+import { BatchKind, JOIN_ORIGIN, type Batch, type SequencedMessage } from './envelope.js';
+import { RedisEngine, type OutgoingMessage } from './engine.js';
+import { decodeEntry, encodeEntry, isJoinEntry } from './scripts.js';
+import { RedisSessions } from './sessions.js';
+import { RedisHistory } from './history.js';
+
+export interface RedisBrokerOptions {
+  url: string;
+  limit: number;
+  /** History payload bytes kept per channel (--history-bytes); 0: no byte cap. */
+  historyBytes: number;
+  /** A channel idle this long loses its history. */
+  expirySeconds: number;
+  /** How long a dead node's sessions block their (uid, channel, auth) [default 30 s]. */
+  sessionTtlMs?: number;
+  log: Logger;
+}
+
+/** Cluster health, for logs and metrics. */
+export interface BrokerHealth {
+  /** 1 while this node is part of the cluster, 0 while it serves its members on its own. */
+  connected: number;
+  /** Times this node lost Redis. */
+  outages: number;
+  /** Times this node found a gap in a channel's seqs and fetched what it missed. */
+  catchUps: number;
+}
+
+/** `sent` marks a seq this node's members all have already (an outage replay, a join frame). */
+const NOBODY = -2;
+
+export class RedisBroker implements Broker {
+  readonly health: BrokerHealth = { connected: 0, outages: 0, catchUps: 0 };
+  readonly sessions: RedisSessions;
+  readonly history: RedisHistory;
+  readonly engine: RedisEngine;
+  readonly log: Logger;
+  readonly limit: number;
+  private readonly channels = new Map<string, RedisChannel>();
+  /** True once the node has caught Redis up after connecting: messages then go through Redis. */
+  online = false;
+  private onceOnline: () => void = () => {};
+
+  constructor(options: RedisBrokerOptions) {
+    this.log = options.log;
+    this.limit = options.limit;
+    const sessionTtlMs = options.sessionTtlMs ?? 30_000;
+    this.engine = new RedisEngine({ ...options, sessionTtlMs }, {
+      onBatch: (name, batch) => this.channels.get(name)?.receive(batch),
+      onAppended: (name, items, kind, first) => this.channels.get(name)?.appended(items, kind, first),
+      onAppendFailed: (name, items, kind) => this.channels.get(name)?.appendFailed(items, kind),
+      onUp: () => void this.recover(),
+      onDown: () => this.lost(),
+      onStreamLost: () => this.streamLost(),
+      onStreamBack: () => void this.streamBack(),
+    });
+    this.sessions = new RedisSessions(this.engine, sessionTtlMs);
+    this.history = new RedisHistory(this.engine);
+  }
+
+  /**
+   * Connects to Redis and joins the cluster; false if Redis does not answer within `timeoutMs`
+   * (a node that never reached its cluster refuses to start rather than run alone by mistake).
+   */
+  async start(timeoutMs = 5_000): Promise<boolean> {
+    const online = new Promise<void>((resolve) => (this.onceOnline = resolve));
+    if (!(await this.engine.start(timeoutMs))) return false;
+    await online;
+    return true;
+  }
+
+  open(name: string, sink: ChannelSink): BrokerChannel {
+    const channel = new RedisChannel(name, sink, this);
+    this.channels.set(name, channel);
+    if (this.online) channel.follow(this.engine.subscribe([name]));
+    return channel;
+  }
+
+  forget(channel: RedisChannel): void {
+    if (this.channels.get(channel.name) !== channel) return;
+    this.channels.delete(channel.name);
+    if (channel.subscribed && this.engine.isUp) this.engine.unsubscribe(channel.name);
+  }
+
+  private lost(): void {
+    this.online = false;
+    this.health.connected = 0;
+    this.health.outages++;
+    for (const channel of this.channels.values()) channel.unfollow();
+    this.log.warn('redis unreachable: serving local members only until it answers');
+  }
+
+  /** Subscribes to every channel's stream again; resolves once Redis acknowledged it. */
+  private followAll(channels: RedisChannel[]): Promise<void> {
+    const subscribed = this.engine.subscribe(channels.map((c) => c.name));
+    for (const channel of channels) channel.follow(subscribed);
+    return subscribed;
+  }
+
+  private streamLost(): void {
+    for (const channel of this.channels.values()) channel.streamLost();
+    this.log.warn('redis subscription lost: catching up from history when it returns');
+  }
+
+  /** The subscriber is back: follow every channel again, then fetch what the stream missed. */
+  private async streamBack(): Promise<void> {
+    const channels = [...this.channels.values()];
+    try {
+      await this.followAll(channels);
+      await Promise.all(channels.map((c) => c.catchUp()));
+      this.log.info({ channels: channels.length }, 'redis subscription back: caught up');
+    } catch (error) {
+      this.log.warn({ err: error }, 'catching up failed; retrying when redis answers');
+    }
+  }
+
+  /**
+   * Redis answers (again): resubscribe, reclaim sessions, put back lost history, fetch what was
+   * missed and append what was served locally meanwhile; then messages go through Redis again.
+   */
+  private async recover(): Promise<void> {
+    const channels = [...this.channels.values()];
+    try {
+      await this.followAll(channels);
+      await this.sessions.reclaim();
+      await Promise.all(channels.map((c) => this.engine.reseed(c.name, c.lastSeq ?? 0, c.mirroredEntries())));
+      await Promise.all(channels.map((c) => c.catchUp()));
+    } catch (error) {
+      this.log.warn({ err: error }, 'rejoining the cluster failed; retrying when redis answers');
+      return;
+    }
+    if (!this.engine.isUp) return;
+    for (const channel of this.channels.values()) {
+      // Channels first opened during the reconnection need their stream too.
+      if (!channel.subscribed) channel.follow(this.engine.subscribe([channel.name]));
+      channel.replayOutbox();
+    }
+    this.online = true;
+    this.health.connected = 1;
+    this.log.info({ node: this.engine.nodeId, redisOutages: this.health.outages }, 'joined the cluster');
+    this.onceOnline();
+  }
+
+  async close(): Promise<void> {
+    this.sessions.close();
+    await this.engine.close();
+  }
+}
+
+/** A join whose script has not answered, or whose seq the stream has not reached yet. */
+interface PendingJoin {
+  readonly joiner: Sender;
+  joinSeq: number | undefined;
+  history: Message[];
+  /** Stream messages that may follow the join, for the joiner once it is admitted. */
+  readonly later: SequencedMessage[];
+  /** Their senders on this node (ELSEWHERE for other nodes), in the same order. */
+  readonly senders: number[];
+}
+
+interface Mirrored {
+  seq: number;
+  message: Message;
+  join: boolean;
+}
+
+class RedisChannel implements BrokerChannel {
+  /** The highest seq this node has taken from the stream; undefined until it knows one. */
+  lastSeq: number | undefined;
+  /** Messages served locally while Redis was away, oldest first, not yet in Redis. */
+  private readonly outbox: OutgoingMessage[] = [];
+  private readonly pending = new Set<PendingJoin>();
+  /** Messages on their way to Redis. */
+  private inflight = 0;
+  /** This node's stored messages the stream has not brought yet: seq -> sender (for fetches). */
+  private readonly sent = new Map<number, number>();
+  /** While a fetch runs, the stream's batches wait here. */
+  private waiting: Batch[] | undefined;
+  /** The subscription to the channel's stream, once asked for; `ready` once Redis acknowledged it. */
+  private subscription: Promise<void> | undefined;
+  private ready = false;
+  /** Joins and messages that arrived before the subscription was ready, in arrival order. */
+  private backlog: Array<{ run: () => void; fail: () => void }> = [];
+  /** What Redis holds, as far as this node knows: its newest entries with their seq. */
+  private mirror: Mirrored[] = [];
+
+  constructor(readonly name: string, private readonly sink: ChannelSink, private readonly broker: RedisBroker) {}
+
+  get busy(): boolean {
+    return this.pending.size > 0 || this.inflight > 0 || this.outbox.length > 0 || this.backlog.length > 0
+      || this.waiting !== undefined;
+  }
+
+  get subscribed(): boolean {
+    return this.subscription !== undefined;
+  }
+
+  join(joiner: Sender, frame: Message | undefined, guard?: Guard): void {
+    if (!this.broker.online) return this.joinLocally(joiner, frame);
+    const join: PendingJoin = { joiner, joinSeq: undefined, history: [], later: [], senders: [] };
+    this.pending.add(join);
+    const local = (): void => {
+      this.pending.delete(join);
+      this.joinLocally(joiner, frame);
+    };
+    this.whenReady(() => {
+      if (guard?.won === false) {
+        this.pending.delete(join);
+        return this.settleIfIdle();
+      }
+      // Once the claim is won its key may be released already (the member left): no check then.
+      this.broker.engine.join(this.name, frame, guard?.won ? undefined : guard).then((result) => {
+        if (!result) {
+          // Its claim was lost (a duplicate): nothing was stored; the hub closes the member.
+          this.pending.delete(join);
+          return this.settleIfIdle();
+        }
+        join.joinSeq = result.seq;
+        join.history = result.history.map(decodeEntry);
+        this.resync(result.seq, result.history, frame);
+        // Knowing no seq yet, the stream starts at the join's own entry.
+        this.lastSeq ??= frame ? result.seq - 1 : result.seq;
+        this.admitReady();
+        this.settleIfIdle();
+      }, local);
+    }, local);
+  }
+
+  publish(from: Sender, message: Message): MaybePromise<void> {
+    const item: OutgoingMessage = { origin: String(from.id), message };
+    if (!this.broker.online) return this.serveLocally(item, from.id);
+    if (!this.ready) {
+      this.inflight++;
+      return new Promise<void>((resolve) => this.backlog.push({
+        run: () => {
+          this.inflight--;
+          resolve(this.publish(from, message));
+        },
+        fail: () => {
+          this.inflight--;
+          resolve(this.serveLocally(item, from.id));
+        },
+      }));
+    }
+    this.inflight++;
+    return this.broker.engine.publish(this.name, item);
+  }
+
+  close(): void {
+    this.broker.forget(this);
+  }
+
+  /** A batch from the stream. */
+  receive(batch: Batch): void {
+    if (this.waiting) {
+      this.waiting.push(batch);
+      return;
+    }
+    const own = batch.node === this.broker.engine.nodeId;
+    for (const [i, sequenced] of batch.messages.entries()) {
+      if (this.lastSeq !== undefined && sequenced.seq > this.lastSeq + 1) {
+        // A gap: the subscription lost something. Fetch it, then go on with the rest.
+        this.broker.health.catchUps++;
+        this.waiting = [{ ...batch, messages: batch.messages.slice(i) }];
+        this.catchUp().catch(() => {}); // Redis went away: recovery fetches again
+        return;
+      }
+      const from = sequenced.origin === JOIN_ORIGIN || (own && batch.kind === BatchKind.replay)
+        ? NOBODY
+        : own ? Number(sequenced.origin) : ELSEWHERE;
+      this.apply(sequenced, from);
+    }
+    this.admitReady();
+    this.settleIfIdle();
+  }
+
+  /** Fetches what history holds after lastSeq and applies it before the stream goes on. */
+  async catchUp(): Promise<void> {
+    this.waiting ??= [];
+    try {
+      if (this.lastSeq === undefined) return;
+      const { last, missed } = await this.broker.engine.fetch(this.name, this.lastSeq);
+      const expected = last - this.lastSeq;
+      if (expected > missed.length) {
+        this.broker.log.warn({ channel: this.name, lost: expected - missed.length }, 'history no longer holds what this node missed');
+      }
+      for (const sequenced of missed) {
+        const from = sequenced.origin === JOIN_ORIGIN ? NOBODY : this.sent.get(sequenced.seq) ?? ELSEWHERE;
+        this.apply(sequenced, from);
+      }
+    } finally {
+      const waiting = this.waiting ?? [];
+      this.waiting = undefined;
+      for (const batch of waiting) this.receive(batch);
+      this.admitReady();
+      this.settleIfIdle();
+    }
+  }
+
+  /** Takes one sequenced message: delivers it, unless `from` is NOBODY, and remembers it. */
+  private apply(sequenced: SequencedMessage, from: number): void {
+    if (this.lastSeq !== undefined && sequenced.seq <= this.lastSeq) return;
+    this.lastSeq = sequenced.seq;
+    this.sent.delete(sequenced.seq);
+    this.remember({ seq: sequenced.seq, message: sequenced.message, join: sequenced.origin === JOIN_ORIGIN });
+    if (from === NOBODY) return;
+    this.sink.deliver(sequenced.message, from);
+    for (const join of this.pending) {
+      if (join.joiner.id === from) continue;
+      join.later.push(sequenced);
+      join.senders.push(from);
+    }
+  }
+
+  /** Admits every pending join the stream has reached, with what came after it meanwhile. */
+  private admitReady(): void {
+    if (this.lastSeq === undefined) return;
+    for (const join of this.pending) {
+      if (join.joinSeq === undefined || join.joinSeq > this.lastSeq) continue;
+      this.pending.delete(join);
+      const after = join.later.filter((m) => m.seq > join.joinSeq!).map((m) => m.message);
+      this.sink.admit(join.joiner, after.length > 0 ? join.history.concat(after) : join.history);
+    }
+  }
+
+  appended(items: OutgoingMessage[], kind: BatchKind, first: number): void {
+    for (const [i, item] of items.entries()) {
+      const seq = first + i;
+      if (this.lastSeq !== undefined && seq <= this.lastSeq) continue;
+      this.sent.set(seq, kind === BatchKind.replay || item.origin === JOIN_ORIGIN ? NOBODY : Number(item.origin));
+    }
+    if (kind === BatchKind.replay) this.outbox.splice(0, items.length);
+    else this.inflight -= items.length;
+    this.settleIfIdle();
+  }
+
+  appendFailed(items: OutgoingMessage[], kind: BatchKind): void {
+    // A failed replay stays in the outbox for the next reconnection.
+    if (kind === BatchKind.replay) return;
+    this.inflight -= items.length;
+    for (const item of items) this.serveLocally(item, Number(item.origin));
+    this.settleIfIdle();
+  }
+
+  /** Appends what was served locally during the outage (see RedisBroker.recover). */
+  replayOutbox(): void {
+    if (this.outbox.length > 0) this.broker.engine.replay(this.name, this.outbox.slice()).catch(() => {});
+  }
+
+  /** The part of the history Redis already had, for putting it back after Redis lost it. */
+  mirroredEntries(): Buffer[] {
+    return this.mirror.slice(-this.broker.limit).map((m) => encodeEntry(m.message, m.join));
+  }
+
+  /** Joins a member without Redis: it gets what this node holds and is admitted at once. */
+  private joinLocally(joiner: Sender, frame: Message | undefined): void {
+    const held = this.mirror.map((m) => m.message).concat(this.outbox.map((o) => o.message));
+    if (frame) this.keepForRedis({ origin: JOIN_ORIGIN, message: frame });
+    this.sink.admit(joiner, held.slice(-this.broker.limit));
+  }
+
+  /** Delivers a message without Redis to the other local members, and keeps it for Redis. */
+  private serveLocally(item: OutgoingMessage, from: number): void {
+    this.keepForRedis(item);
+    this.sink.deliver(item.message, from);
+  }
+
+  private keepForRedis(item: OutgoingMessage): void {
+    // Only the newest `limit` can matter for history (trimmed in bulk: O(1) per message).
+    const { limit } = this.broker;
+    if (this.outbox.length >= 2 * limit) this.outbox.splice(0, this.outbox.length - limit + 1);
+    this.outbox.push(item);
+  }
+
+  private settleIfIdle(): void {
+    if (!this.busy) this.sink.settled();
+  }
+
+  /** Follows a subscription: once acknowledged, the backlog runs in order (or fails in order). */
+  follow(subscription: Promise<void>): void {
+    this.subscription = subscription;
+    this.ready = false;
+    const drain = (each: (item: RedisChannel['backlog'][number]) => void): void => {
+      if (this.subscription !== subscription) return; // superseded after an outage
+      for (const item of this.backlog.splice(0)) each(item);
+      this.settleIfIdle();
+    };
+    subscription.then(
+      () => {
+        if (this.subscription === subscription) this.ready = true;
+        drain((item) => item.run());
+      },
+      () => {
+        if (this.subscription !== subscription) return;
+        this.subscription = undefined;
+        // While Redis takes commands, the next subscription (onStreamBack) runs the backlog.
+        if (!this.broker.online) drain((item) => item.fail());
+      },
+    );
+  }
+
+  /** The subscriber went away, commands did not: what is queued waits for the next subscription. */
+  streamLost(): void {
+    this.subscription = undefined;
+    this.ready = false;
+  }
+
+  /** Forgets the subscription (Redis went away); queued actions are served locally. */
+  unfollow(): void {
+    this.subscription = undefined;
+    this.ready = false;
+    for (const item of this.backlog.splice(0)) item.fail();
+  }
+
+  /** Runs `run` now if the stream is ready, else after everything queued before it. */
+  private whenReady(run: () => void, fail: () => void): void {
+    if (this.ready) run();
+    else this.backlog.push({ run, fail });
+  }
+
+  /**
+   * Replaces the mirror with the history a join read, up to its frame (if any) at `seq`, keeping
+   * later stream entries.
+   */
+  private resync(seq: number, history: Buffer[], frame: Message | undefined): void {
+    const later = this.mirror.filter((m) => m.seq > seq);
+    const start = seq - history.length + (frame ? 0 : 1);
+    const snapshot: Mirrored[] = history.map((entry, i) => ({ seq: start + i, message: decodeEntry(entry), join: isJoinEntry(entry) }));
+    if (frame) snapshot.push({ seq, message: frame, join: true });
+    this.mirror = snapshot.concat(later);
+    this.trim();
+  }
+
+  private remember(mirrored: Mirrored): void {
+    if (this.mirror.length > 0 && this.mirror[this.mirror.length - 1]!.seq >= mirrored.seq) return;
+    this.mirror.push(mirrored);
+    this.trim();
+  }
+
+  private trim(): void {
+    const { limit } = this.broker;
+    if (this.mirror.length > 2 * limit) this.mirror = this.mirror.slice(-limit);
+  }
+}
