@@ -3,6 +3,7 @@
 // history, a broker restart is survived (queued messages bridged after, the oldest dropped when
 // the queue is full), names that cannot be topics are not bridged, and --mqtt is validated.
 
+import { adminOf, scrape as scrapeMetrics } from './helpers/metrics.js';
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -11,7 +12,6 @@ import path from 'node:path';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { startServer, runCli, type RunningServer } from './helpers/server.js';
 import { TestClient } from './helpers/client.js';
-import { request } from './helpers/http.js';
 import { requireMosquitto, startMosquitto, type RunningMosquitto } from './helpers/mosquitto.js';
 import { hasProgram } from './helpers/programs.js';
 
@@ -98,16 +98,7 @@ function count(list: string[], value: string): number {
 
 /** Every value of the metrics endpoint, by series. */
 async function scrape(server: RunningServer): Promise<Map<string, number>> {
-  const line = server.stderr().split('\n').find((l) => l.includes('admin listening'))!;
-  const admin = new URL((JSON.parse(line) as { url: string }).url);
-  const res = await request(Number(admin.port), '/metrics');
-  const values = new Map<string, number>();
-  for (const row of res.text.split('\n')) {
-    if (row === '' || row.startsWith('#')) continue;
-    const at = row.lastIndexOf(' ');
-    values.set(row.slice(0, at), Number(row.slice(at + 1)));
-  }
-  return values;
+  return scrapeMetrics(await adminOf(server));
 }
 
 test('MQTT -> channel: every message once, in order; valid UTF-8 as text, anything else binary', T, async (t) => {
