@@ -90,6 +90,7 @@ const FIELDS = {
   peer: 'peers',
   peerUid: 'peerUid',
   redis: 'redis',
+  redisCluster: 'redisCluster',
   workers: 'workers',
   mqtt: 'mqtt',
   mqttPrefix: 'mqttPrefix',
@@ -140,7 +141,8 @@ export function buildProgram(): Command {
     .option('--peer <URL>', 'link to a peer Mles server (ws:// or wss://), repeatable', collect)
     .option('--peer-uid <UID>', 'uid this server uses on its peers [default: mles-peer-<hostname>-<port>]')
     .option('--redis <URL>', 'join the cluster that shares this Redis (redis:// or rediss://)')
-    .option('--workers <N>', 'processes sharing the port, each a cluster node; more than 1 needs --redis', integer, defaults.workers)
+    .option('--redis-cluster <URL>', 'join the cluster on this Redis Cluster: a seed node (redis:// or rediss://, password in the first), repeatable; channels spread over its shards', collect)
+    .option('--workers <N>', 'processes sharing the port, each a cluster node; more than 1 needs --redis or --redis-cluster', integer, defaults.workers)
     .option('--mqtt <URL>', 'bridge channels to this MQTT broker (mqtt://, mqtts://, ws://, wss://; user:password@ in the URL) [default: off]')
     .option('--mqtt-prefix <P>', 'MQTT topic prefix: channel C is topic <P>C; empty or ending in /', defaults.mqttPrefix)
     .option('--admin-port <PORT>', '/metrics, /healthz and the HTTP API (/api/*, with MLES_API_KEY) [default: off]', integer)
@@ -288,8 +290,10 @@ function printConfig(configFile: ConfigFileModule, program: Command, config: Con
     const value = config[FIELDS[option.attributeName() as keyof typeof FIELDS]];
     if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
     // A URL with a password is only mentioned, masked: a printout must not carry it.
-    if (option.attributeName() === 'mqtt' && maskPassword(value as string) !== value) masked.push(`${fileKey(option)} = ${JSON.stringify(maskPassword(value as string))}`);
-    else if (option.parseArg === proxyRule) settings[fileKey(option)] = config.proxies.map((rule) => `${rule.prefix}=${rule.url}`);
+    const texts = typeof value === 'string' ? [value] : Array.isArray(value) && value.every((v) => typeof v === 'string') ? value : [];
+    if (texts.some((text) => maskPassword(text) !== text)) {
+      masked.push(`${fileKey(option)} = ${JSON.stringify(typeof value === 'string' ? maskPassword(value) : texts.map(maskPassword))}`);
+    } else if (option.parseArg === proxyRule) settings[fileKey(option)] = config.proxies.map((rule) => `${rule.prefix}=${rule.url}`);
     else if (option.parseArg === bytes) settings[fileKey(option)] = sizeText(value as number);
     else settings[fileKey(option)] = value as TomlValue;
   }
@@ -339,7 +343,8 @@ async function run(flags: Partial<Config>, explain: (error: ConfigError) => stri
   // Before the listening line: whoever reads it may signal at once, and must get a clean stop.
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  process.stderr.write(`history: ${server.config.redis === undefined ? server.config.history : 'redis (cluster)'}\n`);
+  const clustered = server.config.redis !== undefined || server.config.redisCluster.length > 0;
+  process.stderr.write(`history: ${clustered ? 'redis (cluster)' : server.config.history}\n`);
   process.stdout.write(`listening on ${server.address.url}\n`);
 }
 

@@ -38,6 +38,8 @@ export interface Config {
   peers: string[];
   peerUid: string | undefined;
   redis: string | undefined;
+  /** Seed nodes of a sharded Redis Cluster (--redis-cluster); exclusive with `redis`. */
+  redisCluster: string[];
   workers: number;
   /** MQTT broker to bridge channels to (mqtt://, mqtts://, ws://, wss://; credentials in the URL). */
   mqtt: string | undefined;
@@ -112,10 +114,10 @@ function checkUrl(flag: string, url: string, protocols: string[]): void {
   try {
     parsed = new URL(url);
   } catch {
-    throw new ConfigError(flag, `"${url}" is not a URL`);
+    throw new ConfigError(flag, `"${maskPassword(url)}" is not a URL`);
   }
   if (!protocols.includes(parsed.protocol)) {
-    throw new ConfigError(flag, `"${url}" must use ${protocols.map((p) => p.slice(0, -1)).join(' or ')}`);
+    throw new ConfigError(flag, `"${maskPassword(url)}" must use ${protocols.map((p) => p.slice(0, -1)).join(' or ')}`);
   }
 }
 
@@ -189,6 +191,7 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
     peers: input.peers ?? [],
     peerUid: input.peerUid,
     redis: input.redis,
+    redisCluster: input.redisCluster ?? [],
     workers: input.workers ?? defaults.workers,
     mqtt: input.mqtt,
     mqttPrefix: input.mqttPrefix ?? defaults.mqttPrefix,
@@ -233,13 +236,23 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
   if (config.acmeDirectory !== undefined) checkUrl('--acme-directory', config.acmeDirectory, ['https:', 'http:']);
   for (const peer of config.peers) checkUrl('--peer', peer, ['ws:', 'wss:']);
   if (config.redis !== undefined) checkUrl('--redis', config.redis, ['redis:', 'rediss:']);
-  if (config.workers > 1 && config.redis === undefined) {
-    throw new ConfigError('--workers', 'several processes must share their channels through Redis: add --redis <url>');
+  for (const seed of config.redisCluster) {
+    checkUrl('--redis-cluster', seed, ['redis:', 'rediss:']);
+    if (!/^\/?(\d+)?$/.test(new URL(seed).pathname)) {
+      throw new ConfigError('--redis-cluster', `"${maskPassword(seed)}": the path may only be a number (a namespace, as a Redis Cluster has no databases)`);
+    }
+  }
+  if (config.redis !== undefined && config.redisCluster.length > 0) {
+    throw new ConfigError('--redis-cluster', 'give either --redis (one Redis server) or --redis-cluster (seed nodes of a Redis Cluster), not both');
+  }
+  const clustered = config.redis !== undefined || config.redisCluster.length > 0;
+  if (config.workers > 1 && !clustered) {
+    throw new ConfigError('--workers', 'several processes must share their channels through Redis: add --redis <url> or --redis-cluster <url>');
   }
   if (config.mqtt !== undefined) checkMqttUrl(config.mqtt);
   checkMqttPrefix(config.mqttPrefix);
-  if (config.redis !== undefined && config.mqtt !== undefined) {
-    throw new ConfigError('--mqtt', 'the MQTT bridge is not available in cluster mode (--redis) yet');
+  if (clustered && config.mqtt !== undefined) {
+    throw new ConfigError('--mqtt', 'the MQTT bridge is not available in cluster mode (--redis, --redis-cluster) yet');
   }
   if (config.history !== 'memory' && !/^sqlite:.+/.test(config.history)) {
     throw new ConfigError('--history', `"${config.history}" must be "memory" or "sqlite:<path>"`);

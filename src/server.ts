@@ -56,11 +56,11 @@ async function openStore(config: Config): Promise<HistoryStore> {
   }
 }
 
-/** Joins the Redis cluster, or stops start-up naming --redis (never the password). */
+/** Joins the cluster on Redis, or stops start-up naming the flag (never the password). */
 async function startRedisBroker(config: Config, log: Logger): Promise<RedisBroker> {
   const { RedisBroker } = await import('./broker/redis/broker.js');
   const broker = new RedisBroker({
-    url: config.redis!,
+    redis: config.redis !== undefined ? { url: config.redis } : { cluster: config.redisCluster },
     limit: config.limit,
     historyBytes: config.historyBytes,
     expirySeconds: Math.ceil((30 * DAY_MS) / 1000),
@@ -69,8 +69,9 @@ async function startRedisBroker(config: Config, log: Logger): Promise<RedisBroke
   });
   if (await broker.start()) return broker;
   await broker.close();
-  const { hostname, port } = new URL(config.redis!);
-  throw new ConfigError('--redis', `cannot reach Redis at ${hostname}:${port || 6379}`);
+  const urls = config.redis !== undefined ? [config.redis] : config.redisCluster;
+  const where = urls.map((url) => `${new URL(url).hostname}:${new URL(url).port || 6379}`).join(', ');
+  throw new ConfigError(config.redis !== undefined ? '--redis' : '--redis-cluster', `cannot reach Redis at ${where}`);
 }
 
 async function startAdminIfAsked(config: Config, sources: MetricSources, healthy: () => boolean, log: Logger): Promise<AdminServer | undefined> {
@@ -101,7 +102,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
 
   const onError = (err: unknown, context: string): void => log.error({ err, context }, 'history store failed');
   const hubSettings = { ...(now ? { now } : {}), onError, dedupCapacity: Math.max(config.limit, 4096), peerKey: config.peerKey };
-  const cluster = config.redis === undefined ? undefined : await startRedisBroker(config, log);
+  const cluster = config.redis === undefined && config.redisCluster.length === 0 ? undefined : await startRedisBroker(config, log);
   // In cluster mode history lives in Redis, behind the broker.
   const store = cluster ? cluster.history : await openStore(config);
   const hub = cluster

@@ -62,13 +62,22 @@ export async function runToEnd(cmd: string, argv: string[], env: NodeJS.ProcessE
 
 let serversStarted = 0;
 
+/**
+ * Set by test/cluster-protocol.test.ts: the same suites then run against cluster nodes, each
+ * server with data of its own (as each has its own data directory): a Redis database of its own
+ * (of the default 16), or on a Redis Cluster a namespace of its own.
+ */
+function testBroker(): string[] {
+  const n = serversStarted++;
+  if (process.env.MLES_TEST_REDIS_URL) return ['--redis', `${process.env.MLES_TEST_REDIS_URL}/${n % 16}`];
+  const seeds = process.env.MLES_TEST_REDIS_CLUSTER?.split(',') ?? [];
+  return seeds.flatMap((seed) => ['--redis-cluster', `${seed}/${n + 1}`]);
+}
+
 /** Starts `mles --port 0 ...args` (add your own --port to override) and waits until it listens. */
 export async function startServer(args: string[] = [], options: StartOptions = {}): Promise<RunningServer> {
   const withPort = args.includes('--port') || args.includes('-p') ? args : ['--port', '0', ...args];
-  // Set by test/cluster-protocol.test.ts: the same suites then run against cluster nodes, each
-  // server in a Redis database of its own (of the default 16), as each has its own data directory.
-  const redis = process.env.MLES_TEST_REDIS_URL && `${process.env.MLES_TEST_REDIS_URL}/${serversStarted++ % 16}`;
-  const [cmd, argv] = cliCommand(redis && !withPort.includes('--redis') ? [...withPort, '--redis', redis] : withPort);
+  const [cmd, argv] = cliCommand(withPort.includes('--redis') || withPort.includes('--redis-cluster') ? withPort : [...withPort, ...testBroker()]);
   // A fresh data directory per server, so the default SQLite history never leaks between tests.
   const dataHome = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-test-data-'));
   const env = { ...process.env, MLES_KEY: '', MLES_LOG: 'info', XDG_DATA_HOME: dataHome, ...options.env };

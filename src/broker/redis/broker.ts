@@ -22,7 +22,8 @@ import { RedisSessions } from './sessions.js';
 import { RedisHistory } from './history.js';
 
 export interface RedisBrokerOptions {
-  url: string;
+  /** One Redis server's URL, or a Redis Cluster's seed nodes. */
+  redis: { url: string } | { cluster: string[] };
   limit: number;
   /** History payload bytes kept per channel (--history-bytes); 0: no byte cap. */
   historyBytes: number;

@@ -1,15 +1,14 @@
-// The node's two Redis connections: one for commands (its order is each sender's order) and one
-// subscriber (one stream per node keeps every channel's sequence order). It batches a channel's
-// messages per event-loop turn into one script call (capped in count and bytes), and reports
-// when Redis goes and comes back.
+// What the Redis broker does with Redis, over either transport (one server, or a Redis Cluster):
+// the scripts, and a channel's messages batched per event-loop turn into one script call
+// (capped in count and bytes). It reports when Redis goes and comes back.
 
 import { randomBytes } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
+import { ClusterTransport, ServerTransport, type Transport } from './transport.js';
 import type { Message } from '../../store/store.js';
 import { parseBatch, batchHeader, sequenceEntries, BatchKind, JOIN_ORIGIN, type Batch, type SequencedMessage } from './envelope.js';
 import {
-  channelKeys, channelOfLive, type ChannelKeys, encodeEntry, MAX_BATCH,
+  KeySpace, type ChannelKeys, encodeEntry, MAX_BATCH,
   PUBLISH_SCRIPT, JOIN_SCRIPT, FETCH_SCRIPT, RELEASE_SCRIPT, RESEED_SCRIPT,
 } from './scripts.js';
 
@@ -17,7 +16,8 @@ import {
 export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 
 export interface EngineOptions {
-  url: string;
+  /** One Redis server's URL, or a Redis Cluster's seed nodes. */
+  redis: { url: string } | { cluster: string[] };
   /** History kept per channel (--limit). */
   limit: number;
   /** History payload bytes kept per channel (--history-bytes); 0: no byte cap. */
@@ -36,13 +36,13 @@ export interface EngineEvents {
   onAppended(channel: string, items: OutgoingMessage[], kind: BatchKind, first: number): void;
   /** A batch could not be appended (Redis went away). */
   onAppendFailed(channel: string, items: OutgoingMessage[], kind: BatchKind): void;
-  /** Both connections are ready (at start, and again after an outage). */
+  /** Redis takes commands and the stream works (at start, and again after an outage). */
   onUp(): void;
   /** The command connection was lost: the node is on its own until onUp. */
   onDown(): void;
   /** Only the subscriber was lost: messages still reach Redis, the stream is missed until onStreamBack. */
   onStreamLost(): void;
-  /** The subscriber is back (subscribed to nothing): follow the channels again and catch up. */
+  /** Subscriptions are back: follow the channels again and catch up. */
   onStreamBack(): void;
 }
 
@@ -74,52 +74,62 @@ interface ScriptCommands {
   mlesReseed(...args: Arg[]): Promise<number>;
 }
 
-const connectionOptions: RedisOptions = {
-  // Fail fast while Redis is away: the hub then serves locally instead of queueing blindly.
-  enableOfflineQueue: false,
-  autoResendUnfulfilledCommands: false,
-  autoResubscribe: false,
-  maxRetriesPerRequest: 0,
-  retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
-  lazyConnect: true,
-};
-
 export class RedisEngine {
   /** Names this node in published batches, so it can recognise its own replays. */
   readonly nodeId = randomBytes(6).toString('hex');
-  private readonly commands: Redis & ScriptCommands;
-  private readonly subscriber: Redis;
-  private readonly ready = { commands: false, subscriber: false };
+  private readonly transport: Transport;
+  private readonly keySpace: KeySpace;
+  private readonly commands: Transport['commands'] & ScriptCommands;
   private up = false;
-  private streamLost = false;
   private readonly batches = new Map<string, PendingBatch>();
   private flushScheduled = false;
   private closed = false;
 
   constructor(private readonly options: EngineOptions, private readonly events: EngineEvents) {
-    this.commands = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}` }) as Redis & ScriptCommands;
-    this.subscriber = new Redis(options.url, { ...connectionOptions, connectionName: `mles-${this.nodeId}-sub` });
+    const name = `mles-${this.nodeId}`;
+    const transportEvents = {
+      onUp: () => {
+        this.up = true;
+        events.onUp();
+      },
+      onDown: () => {
+        this.up = false;
+        events.onDown();
+      },
+      onStreamLost: () => events.onStreamLost(),
+      onStreamBack: () => events.onStreamBack(),
+      onPayload: (live: Buffer, payload: Buffer) => this.received(live, payload),
+    };
+    this.transport = 'url' in options.redis
+      ? new ServerTransport(options.redis.url, name, transportEvents, options.log)
+      : new ClusterTransport(options.redis.cluster, name, transportEvents, options.log);
+    this.commands = this.transport.commands as Transport['commands'] & ScriptCommands;
+    this.keySpace = new KeySpace(this.transport.db, this.transport.namespace);
     this.commands.defineCommand('mlesPublish', { numberOfKeys: 3, lua: PUBLISH_SCRIPT });
     this.commands.defineCommand('mlesJoin', { numberOfKeys: 4, lua: JOIN_SCRIPT });
     this.commands.defineCommand('mlesFetch', { numberOfKeys: 2, lua: FETCH_SCRIPT });
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT });
     this.commands.defineCommand('mlesReseed', { numberOfKeys: 3, lua: RESEED_SCRIPT });
-    this.watch(this.commands, 'commands');
-    this.watch(this.subscriber, 'subscriber');
-    this.subscriber.on('messageBuffer', (live: Buffer, payload: Buffer) => {
-      let batch: Batch;
-      try {
-        batch = parseBatch(payload);
-      } catch (error) {
-        this.options.log.error({ err: error }, 'unreadable cluster batch');
-        return;
-      }
-      this.events.onBatch(channelOfLive(live.toString('latin1')), batch);
-    });
+  }
+
+  private received(live: Buffer, payload: Buffer): void {
+    let batch: Batch;
+    try {
+      batch = parseBatch(payload);
+    } catch (error) {
+      this.options.log.error({ err: error }, 'unreadable cluster batch');
+      return;
+    }
+    this.events.onBatch(this.keySpace.channelOfLive(live.toString('latin1')), batch);
   }
 
   private keys(channel: string): ChannelKeys {
-    return channelKeys(channel, this.commands.options.db ?? 0);
+    return this.keySpace.channel(channel);
+  }
+
+  /** The Redis key of a session of the duplicate rule. */
+  sessionKey(channel: string, triplet: string): string {
+    return this.keySpace.session(channel, triplet);
   }
 
   /** The arguments every script that adds to a history takes: limit, byte cap, expiry. */
@@ -129,12 +139,12 @@ export class RedisEngine {
 
   /** What a script that publishes takes after the caps: the command, the pub/sub channel, the header. */
   private stream(channel: string, kind: BatchKind): [string, string, string] {
-    return ['PUBLISH', this.keys(channel).live, batchHeader(this.nodeId, kind)];
+    return [this.transport.publishCommand, this.keys(channel).live, batchHeader(this.nodeId, kind)];
   }
 
-  /** Connects both connections; false if Redis did not answer within `timeoutMs` (it keeps trying). */
+  /** Connects; false if Redis did not answer within `timeoutMs` (it keeps trying). */
   async start(timeoutMs: number): Promise<boolean> {
-    const connecting = Promise.all([this.commands.connect(), this.subscriber.connect()]).then(() => true, () => false);
+    const connecting = this.transport.connect().then(() => true, () => false);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
     try {
@@ -148,42 +158,13 @@ export class RedisEngine {
     return this.up;
   }
 
-  private watch(connection: Redis, name: keyof RedisEngine['ready']): void {
-    connection.on('ready', () => {
-      this.ready[name] = true;
-      if (!this.up) {
-        if (!this.ready.commands || !this.ready.subscriber) return;
-        this.up = true;
-        this.streamLost = false;
-        this.events.onUp();
-      } else if (name === 'subscriber' && this.streamLost) {
-        this.streamLost = false;
-        this.events.onStreamBack();
-      }
-    });
-    connection.on('close', () => {
-      this.ready[name] = false;
-      if (this.closed || !this.up) return;
-      if (name === 'commands') {
-        this.up = false;
-        this.events.onDown();
-      } else if (!this.streamLost) {
-        // Commands still go through: messages keep their one order; the stream is caught up later.
-        this.streamLost = true;
-        this.events.onStreamLost();
-      }
-    });
-    // Connection errors repeat on every retry; onDown already said what matters.
-    connection.on('error', (error: Error) => this.options.log.debug({ err: error, connection: name }, 'redis error'));
-  }
-
   /** Resolves once the subscriber receives the channels' streams. */
   async subscribe(channels: string[]): Promise<void> {
-    if (channels.length > 0) await this.subscriber.subscribe(...channels.map((c) => this.keys(c).live));
+    await this.transport.subscribe(channels.map((c) => this.keys(c).live));
   }
 
   unsubscribe(channel: string): void {
-    this.subscriber.unsubscribe(this.keys(channel).live).catch(() => {});
+    this.transport.unsubscribe(this.keys(channel).live).catch(() => {});
   }
 
   /** The atomic join (see JOIN_SCRIPT): the history before it and its seq; null if its guard failed. */
@@ -266,15 +247,9 @@ export class RedisEngine {
   /** Messages held in history across all channels (SCAN: for metrics, not the hot path). */
   async countMessages(): Promise<number> {
     let total = 0;
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.commands.scan(cursor, 'MATCH', 'mles:{*}:history', 'COUNT', 1000);
-      cursor = next;
-      if (keys.length === 0) continue;
-      const pipeline = this.commands.pipeline();
-      for (const key of keys) pipeline.llen(key);
-      for (const [, count] of (await pipeline.exec()) ?? []) total += Number(count ?? 0);
-    } while (cursor !== '0');
+    for await (const keys of this.transport.scan(this.keySpace.histories)) {
+      for (const count of await Promise.all(keys.map((key) => this.commands.llen(key)))) total += count;
+    }
     return total;
   }
 
@@ -285,18 +260,13 @@ export class RedisEngine {
 
   /** (Re)claims session keys for this node, e.g. after an outage. */
   async claim(sessions: Array<{ key: string; token: string }>): Promise<void> {
-    if (sessions.length === 0) return;
-    const pipeline = this.commands.pipeline();
-    for (const { key, token } of sessions) pipeline.set(key, token, 'PX', this.options.sessionTtlMs);
-    await pipeline.exec();
+    // One command each, not a pipeline: on a Redis Cluster the keys live on different shards.
+    await Promise.all(sessions.map(({ key, token }) => this.commands.set(key, token, 'PX', this.options.sessionTtlMs)));
   }
 
   /** Extends the TTL of this node's live session keys. */
   async refresh(keys: string[]): Promise<void> {
-    if (keys.length === 0) return;
-    const pipeline = this.commands.pipeline();
-    for (const key of keys) pipeline.pexpire(key, this.options.sessionTtlMs);
-    await pipeline.exec();
+    await Promise.all(keys.map((key) => this.commands.pexpire(key, this.options.sessionTtlMs)));
   }
 
   /** Releases a session key at once, unless another node has taken it meanwhile. */
@@ -335,7 +305,6 @@ export class RedisEngine {
     if (this.closed) return;
     this.closed = true;
     this.flush();
-    // quit() lets pending replies (the last appends, releases) arrive first.
-    await Promise.all([this.commands, this.subscriber].map((c) => c.quit().catch(() => c.disconnect())));
+    await this.transport.close();
   }
 }

@@ -1,12 +1,15 @@
 // What the cluster keeps in Redis, and the Lua scripts that change it atomically.
 //
-// Per channel (one hash tag, so a channel's keys share a Redis Cluster slot):
-//   mles:{<channel>}:seq      the channel's sequence counter: every stored frame takes the next number
-//   mles:{<channel>}:history  list of stored frames, oldest first, each a type byte ('t'/'b') + payload
-//   mles:{<channel>}:bytes    the history's payload bytes (its entries less their type bytes)
-//   mles:{<channel>}:live:<db>  pub/sub channel carrying batches of sequenced messages to every
-//                             node (pub/sub ignores databases: the number keeps clusters on one Redis apart)
-//   mles:{<channel>}:session:<triplet>  a joined (uid, channel, auth), valued with its owner's token
+// Per channel (one hash tag, so a channel's keys share a Redis Cluster slot; <ns> is empty on a
+// Redis server, where databases keep clusters apart, and "<n>:" on a Redis Cluster, which has
+// only database 0, when its seed URL names database n):
+//   mles:<ns>{<channel>}:seq      the channel's sequence counter: every stored frame takes the next number
+//   mles:<ns>{<channel>}:history  list of stored frames, oldest first, each a type byte + payload
+//   mles:<ns>{<channel>}:bytes    the history's payload bytes (its entries less their type bytes)
+//   mles:<ns>{<channel>}:live:<db>  pub/sub (sharded on a Redis Cluster) channel carrying batches of
+//                             sequenced messages to every node (pub/sub ignores databases: the
+//                             number keeps clusters on one Redis apart)
+//   mles:<ns>{<channel>}:session:<triplet>  a joined (uid, channel, auth), valued with its owner's token
 
 import type { Message } from '../../store/store.js';
 
@@ -17,18 +20,37 @@ export interface ChannelKeys {
   live: string;
 }
 
+/** Where one cluster's keys live: a database (Redis server) or a namespace (Redis Cluster). */
+export class KeySpace {
+  private readonly prefix: string;
+
+  constructor(private readonly db: number, namespace: number) {
+    this.prefix = namespace > 0 ? `mles:${namespace}:{` : 'mles:{';
+  }
+
+  channel(channel: string): ChannelKeys {
+    const prefix = `${this.prefix}${channel}}:`;
+    return { seq: `${prefix}seq`, history: `${prefix}history`, bytes: `${prefix}bytes`, live: `${prefix}live:${this.db}` };
+  }
+
+  session(channel: string, triplet: string): string {
+    return `${this.prefix}${channel}}:session:${triplet}`;
+  }
+
+  /** The channel name carried in a `live` pub/sub channel name. */
+  channelOfLive(live: string): string {
+    return live.slice(this.prefix.length, live.lastIndexOf('}:live:'));
+  }
+
+  /** A SCAN pattern for every channel's history key. */
+  get histories(): string {
+    return `${this.prefix}*}:history`;
+  }
+}
+
+/** A Redis server's keys of `channel` in database `db`. */
 export function channelKeys(channel: string, db: number): ChannelKeys {
-  const prefix = `mles:{${channel}}:`;
-  return { seq: `${prefix}seq`, history: `${prefix}history`, bytes: `${prefix}bytes`, live: `${prefix}live:${db}` };
-}
-
-export function sessionKeyOf(channel: string, triplet: string): string {
-  return `mles:{${channel}}:session:${triplet}`;
-}
-
-/** The channel name carried in a `live` pub/sub channel name. */
-export function channelOfLive(live: string): string {
-  return live.slice('mles:{'.length, live.lastIndexOf('}:live:'));
+  return new KeySpace(db, 0).channel(channel);
 }
 
 const TEXT = 0x74; // 't'

@@ -5,7 +5,6 @@
 
 import type { PendingClaim, SessionRegistry } from '../../hub/broker.js';
 import type { RedisEngine } from './engine.js';
-import { sessionKeyOf } from './scripts.js';
 
 interface Claim {
   readonly key: string;
@@ -32,7 +31,7 @@ export class RedisSessions implements SessionRegistry {
 
   claim(triplet: string, channel: string): boolean | PendingClaim {
     if (this.claims.has(triplet)) return false;
-    const claim: Claim = { key: sessionKeyOf(channel, triplet), token: `${this.engine.nodeId}:${++this.lastToken}`, inRedis: false };
+    const claim: Claim = { key: this.engine.sessionKey(channel, triplet), token: `${this.engine.nodeId}:${++this.lastToken}`, inRedis: false };
     this.claims.set(triplet, claim);
     if (!this.engine.isUp) return true; // written back by reclaim() when Redis returns
     // Sent now, ahead of the join on the same connection: the join script finds the answer.
