@@ -43,7 +43,7 @@ test('--help states the ranges and defaults the README states', T, async () => {
   for (const text of [
     '--limit <LIMIT> history messages kept per channel, 1..999999 (default: 200)',
     '--cache <CACHE> keeps the ACME account key and certificates, and (unless --history) the history database',
-    '--workers <N> processes sharing the port, each a cluster node; more than 1 needs --redis (default: 1)',
+    '--workers <N> processes sharing the port, each a cluster node; more than 1 needs --redis or --redis-cluster (default: 1)',
     '--history-bytes <B> history payload bytes kept per channel, newest kept; 0: no byte cap (default: 64MiB)',
     '(binary) (default: 8MiB)', // --max-message-size, as the README writes it, not 8388608
     'too slow (default: 64MiB)', // --max-buffered
@@ -251,4 +251,21 @@ test('MLES_LOG_FORMAT: pretty on a terminal unless json is asked for, JSON elsew
   assert.equal(logFormatFrom({ MLES_LOG_FORMAT: 'json' }, true), 'json');
   assert.equal(logFormatFrom({ MLES_LOG_FORMAT: 'PRETTY' }, false), 'pretty');
   assert.equal(logFormatFrom({ MLES_LOG_FORMAT: 'nonsense' }, false), 'json');
+});
+
+test('--redis-cluster: seed URLs checked, exclusive with --redis, passwords never printed', T, async () => {
+  const both = await runCli(['--redis', 'redis://127.0.0.1:1', '--redis-cluster', 'redis://127.0.0.1:2']);
+  assert.notEqual(both.code, 0);
+  assert.match(both.stderr, /--redis-cluster: give either --redis .* or --redis-cluster/);
+  const scheme = await runCli(['--redis-cluster', 'http://:hunter2@127.0.0.1:2']);
+  assert.match(scheme.stderr, /--redis-cluster: .*must use redis or rediss/);
+  assert.doesNotMatch(scheme.stderr, /hunter2/);
+  const printed = await runCli(['--print-config', '--redis-cluster', 'redis://:hunter2@127.0.0.1:2', '--redis-cluster', 'redis://127.0.0.1:3']);
+  assert.equal(printed.code, 0);
+  assert.match(printed.stdout, /redis-cluster = \["redis:\/\/:\*\*\*@127\.0\.0\.1:2","redis:\/\/127\.0\.0\.1:3"\]/);
+  assert.doesNotMatch(printed.stdout, /hunter2/);
+  const unreachable = await runCli(['--port', '0', '--redis-cluster', 'redis://:hunter2@127.0.0.1:1']);
+  assert.notEqual(unreachable.code, 0);
+  assert.match(unreachable.stderr, /--redis-cluster: cannot reach Redis at 127\.0\.0\.1:1/);
+  assert.doesNotMatch(unreachable.stderr, /hunter2/);
 });

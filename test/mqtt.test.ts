@@ -365,7 +365,7 @@ test('--mqtt and --mqtt-prefix are validated at start-up, the password never sho
     [['--mqtt', 'mqtt://127.0.0.1?qos=2'], /^error: --mqtt: unknown URL parameter "qos"/],
     [['--mqtt', 'mqtt://127.0.0.1', '--mqtt-prefix', 'mles'], /^error: --mqtt-prefix: "mles" must end with \//],
     [['--mqtt', 'mqtt://127.0.0.1', '--mqtt-prefix', 'a/+/'], /^error: --mqtt-prefix: .*must not contain \+, # or NUL/],
-    [['--mqtt', 'mqtt://127.0.0.1', '--redis', 'redis://127.0.0.1:1'], /^error: --mqtt: .*not available in cluster mode \(--redis\)/],
+    [['--mqtt', 'mqtt://127.0.0.1', '--redis', 'redis://127.0.0.1:1'], /^error: --mqtt: .*not available in cluster mode \(--redis, --redis-cluster\)/],
   ];
   const results = await Promise.all(cases.map(([args]) => runCli(['--history', 'memory', '--port', '0', ...args])));
   results.forEach((result, i) => {

@@ -8,6 +8,11 @@ import type { Message, MaybePromise } from '../store/store.js';
 /** A member as a broker sees it: an id unique on this node, nothing else. */
 export interface Sender {
   readonly id: number;
+  /**
+   * Set while the member's session claim is on its way: a broker that sequences the member's
+   * messages before the answer stores them only if the claim was won.
+   */
+  readonly guard?: Guard | undefined;
 }
 
 /** `from` of a delivery that no member on this node sent (another node, an outage replay). */

@@ -113,8 +113,8 @@ export class Hub {
       session.sequence(frame, undefined);
       session.start();
     } else {
-      // The join keeps its place in the channel now; what the member sends waits for the answer.
-      session.claiming();
+      // The join and what the member sends keep their place in the channel now, guarded.
+      session.claiming(claimed.guard);
       session.sequence(frame, claimed.guard);
       claimed.won.then(
         (won) => (won ? session.start() : session.refuse(Close.duplicate)),
@@ -274,11 +274,12 @@ const SERVER_SENDER: Joined = {
 /**
  * A member's handle on its channel; a class rather than closures, as there is one per client.
  * Until the registry has answered for its session (on another node's Redis, say), what the
- * member sends waits here, so nothing of a refused duplicate is ever stored.
+ * member sends is sequenced with the claim's guard, so nothing of a refused duplicate is stored.
  */
 class MemberSession implements Session, Joined {
   private left = false;
-  private held: Message[] | undefined;
+  private awaitingClaim = false;
+  guard: Guard | undefined;
 
   constructor(
     private readonly hub: Hub,
@@ -294,9 +295,10 @@ class MemberSession implements Session, Joined {
     return this.target.name;
   }
 
-  /** The registry is still deciding: hold what the member sends. */
-  claiming(): void {
-    this.held = [];
+  /** The registry is still deciding. */
+  claiming(guard: Guard | undefined): void {
+    this.awaitingClaim = true;
+    this.guard = guard;
   }
 
   /** Sequences the member's join, guarded while its claim is on its way. */
@@ -304,18 +306,17 @@ class MemberSession implements Session, Joined {
     this.target.join(this, frame, guard);
   }
 
-  /** The session is this member's: what it sent meanwhile follows its join. */
+  /** The session is this member's. */
   start(): void {
+    this.awaitingClaim = false;
+    this.guard = undefined;
     this.hub.stats.joins++;
-    const held = this.held;
-    this.held = undefined;
-    if (held) for (const message of held) this.hub.publishFrom(this.target, this, message);
     if (this.left) this.hub.release(this.target, this, this.key);
   }
 
   /** The registry said no (a duplicate elsewhere): nothing the member sent counts. */
   refuse(reason: CloseReason): void {
-    this.held = undefined;
+    this.awaitingClaim = false;
     // Not claimed, so nothing to release in the registry; marked first, as close() calls leave().
     this.left = true;
     if (reason === Close.duplicate) this.hub.stats.duplicates++;
@@ -324,14 +325,13 @@ class MemberSession implements Session, Joined {
   }
 
   publish(message: Message): void {
-    if (this.held) this.held.push(message);
-    else this.hub.publishFrom(this.target, this, message);
+    this.hub.publishFrom(this.target, this, message);
   }
 
   leave(): void {
     if (this.left) return;
     this.left = true;
-    if (this.held === undefined) return this.hub.release(this.target, this, this.key);
+    if (!this.awaitingClaim) return this.hub.release(this.target, this, this.key);
     // While claiming: never admitted now; start() or refuse() lets go once the registry answers.
     this.target.withdraw(this);
   }

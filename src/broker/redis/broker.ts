@@ -44,6 +44,9 @@ export interface BrokerHealth {
   catchUps: number;
 }
 
+/** How soon a replay of the outbox is retried while Redis is up. */
+const REPLAY_RETRY_MS = 250;
+
 /** `sent` marks a seq this node's members all have already (an outage replay, a join frame). */
 const NOBODY = -2;
 
@@ -65,7 +68,7 @@ export class RedisBroker implements Broker {
     const sessionTtlMs = options.sessionTtlMs ?? 30_000;
     this.engine = new RedisEngine({ ...options, sessionTtlMs }, {
       onBatch: (name, batch) => this.channels.get(name)?.receive(batch),
-      onAppended: (name, items, kind, first) => this.channels.get(name)?.appended(items, kind, first),
+      onAppended: (name, stored, kind, first, count) => this.channels.get(name)?.appended(stored, kind, first, count),
       onAppendFailed: (name, items, kind) => this.channels.get(name)?.appendFailed(items, kind),
       onUp: () => void this.recover(),
       onDown: () => this.lost(),
@@ -190,6 +193,9 @@ class RedisChannel implements BrokerChannel {
   private readonly pending = new Set<PendingJoin>();
   /** Messages on their way to Redis. */
   private inflight = 0;
+  /** True while the outbox's replay is on its way; `retry` schedules the next one. */
+  private replaying = false;
+  private retry: NodeJS.Timeout | undefined;
   /** This node's stored messages the stream has not brought yet: seq -> sender (for fetches). */
   private readonly sent = new Map<number, number>();
   /** While a fetch runs, the stream's batches wait here. */
@@ -222,12 +228,7 @@ class RedisChannel implements BrokerChannel {
       this.joinLocally(joiner, frame);
     };
     this.whenReady(() => {
-      if (guard?.won === false) {
-        this.pending.delete(join);
-        return this.settleIfIdle();
-      }
-      // Once the claim is won its key may be released already (the member left): no check then.
-      this.broker.engine.join(this.name, frame, guard?.won ? undefined : guard).then((result) => {
+      this.broker.engine.join(this.name, frame, guard).then((result) => {
         if (!result) {
           // Its claim was lost (a duplicate): nothing was stored; the hub closes the member.
           this.pending.delete(join);
@@ -245,7 +246,7 @@ class RedisChannel implements BrokerChannel {
   }
 
   publish(from: Sender, message: Message): MaybePromise<void> {
-    const item: OutgoingMessage = { origin: String(from.id), message };
+    const item: OutgoingMessage = from.guard ? { origin: String(from.id), message, guard: from.guard } : { origin: String(from.id), message };
     if (!this.broker.online) return this.serveLocally(item, from.id);
     if (!this.ready) {
       this.inflight++;
@@ -341,28 +342,50 @@ class RedisChannel implements BrokerChannel {
     }
   }
 
-  appended(items: OutgoingMessage[], kind: BatchKind, first: number): void {
-    for (const [i, item] of items.entries()) {
+  appended(stored: OutgoingMessage[], kind: BatchKind, first: number, count: number): void {
+    for (const [i, item] of stored.entries()) {
       const seq = first + i;
       if (this.lastSeq !== undefined && seq <= this.lastSeq) continue;
       this.sent.set(seq, kind === BatchKind.replay || item.origin === JOIN_ORIGIN ? NOBODY : Number(item.origin));
     }
-    if (kind === BatchKind.replay) this.outbox.splice(0, items.length);
-    else this.inflight -= items.length;
+    if (kind === BatchKind.replay) this.outbox.splice(0, count);
+    else this.inflight -= count;
     this.settleIfIdle();
   }
 
   appendFailed(items: OutgoingMessage[], kind: BatchKind): void {
-    // A failed replay stays in the outbox for the next reconnection.
-    if (kind === BatchKind.replay) return;
-    this.inflight -= items.length;
-    for (const item of items) this.serveLocally(item, Number(item.origin));
+    // A failed replay stays in the outbox: for the next reconnection, or soon if Redis is up.
+    if (kind === BatchKind.live) {
+      this.inflight -= items.length;
+      for (const item of items) this.serveLocally(item, Number(item.origin));
+    }
+    this.replaySoon();
     this.settleIfIdle();
   }
 
-  /** Appends what was served locally during the outage (see RedisBroker.recover). */
+  /**
+   * Appends what was served locally (see RedisBroker.recover); one replay at a time, as its
+   * acknowledgement takes the outbox's first items.
+   */
   replayOutbox(): void {
-    if (this.outbox.length > 0) this.broker.engine.replay(this.name, this.outbox.slice()).catch(() => {});
+    if (this.outbox.length === 0 || this.replaying) return;
+    this.replaying = true;
+    this.broker.engine.replay(this.name, this.outbox.slice()).catch(() => {}).finally(() => {
+      this.replaying = false;
+    });
+  }
+
+  /**
+   * While Redis is up, an append can still fail (a shard's failover, a slot on the move): what
+   * was served locally then is appended again shortly, not only after the next outage.
+   */
+  private replaySoon(): void {
+    if (this.retry || !this.broker.online) return;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      if (this.broker.online) this.replayOutbox();
+    }, REPLAY_RETRY_MS);
+    this.retry.unref();
   }
 
   /** The part of the history Redis already had, for putting it back after Redis lost it. */
@@ -384,9 +407,10 @@ class RedisChannel implements BrokerChannel {
   }
 
   private keepForRedis(item: OutgoingMessage): void {
-    // Only the newest `limit` can matter for history (trimmed in bulk: O(1) per message).
+    // Only the newest `limit` can matter for history (trimmed in bulk: O(1) per message); not
+    // while a replay is on its way, whose acknowledgement takes the outbox's first items.
     const { limit } = this.broker;
-    if (this.outbox.length >= 2 * limit) this.outbox.splice(0, this.outbox.length - limit + 1);
+    if (this.outbox.length >= 2 * limit && !this.replaying) this.outbox.splice(0, this.outbox.length - limit + 1);
     this.outbox.push(item);
   }
 

@@ -5,12 +5,17 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ClusterTransport, ServerTransport, type Transport } from './transport.js';
+import type { Guard } from '../../hub/broker.js';
 import type { Message } from '../../store/store.js';
 import { parseBatch, batchHeader, sequenceEntries, BatchKind, JOIN_ORIGIN, type Batch, type SequencedMessage } from './envelope.js';
 import {
   KeySpace, type ChannelKeys, encodeEntry, MAX_BATCH,
   PUBLISH_SCRIPT, JOIN_SCRIPT, FETCH_SCRIPT, RELEASE_SCRIPT, RESEED_SCRIPT,
 } from './scripts.js';
+
+/** A failed append, join or fetch is retried this often, this long apart, while Redis is up (about 5 s in all). */
+const APPEND_RETRIES = 25;
+const APPEND_RETRY_MS = 200;
 
 /** A batch is sent once it holds this many payload bytes, even within one turn. */
 export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
@@ -32,8 +37,11 @@ export interface EngineOptions {
 export interface EngineEvents {
   /** A batch of sequenced messages arrived on a channel's stream. */
   onBatch(channel: string, batch: Batch): void;
-  /** A batch was appended: its messages took the seqs from `first` on. */
-  onAppended(channel: string, items: OutgoingMessage[], kind: BatchKind, first: number): void;
+  /**
+   * A batch of `count` messages was appended: `stored` (those whose guard held, all unless a
+   * sender's claim was lost) took the seqs from `first` on.
+   */
+  onAppended(channel: string, stored: OutgoingMessage[], kind: BatchKind, first: number, count: number): void;
   /** A batch could not be appended (Redis went away). */
   onAppendFailed(channel: string, items: OutgoingMessage[], kind: BatchKind): void;
   /** Redis takes commands and the stream works (at start, and again after an outage). */
@@ -50,6 +58,8 @@ export interface OutgoingMessage {
   /** The sending member's id on this node, or JOIN_ORIGIN. */
   origin: string;
   message: Message;
+  /** The sender's claim while it was on its way (see Sender.guard). */
+  guard?: Guard | undefined;
 }
 
 export interface JoinResult {
@@ -67,7 +77,7 @@ interface PendingBatch {
 
 type Arg = string | Buffer | number;
 interface ScriptCommands {
-  mlesPublish(...args: Arg[]): Promise<number>;
+  mlesPublish(...args: Arg[]): Promise<[number, string]>;
   mlesJoinBuffer(...args: Arg[]): Promise<[number, Buffer[]] | null>;
   mlesFetchBuffer(...args: Arg[]): Promise<[number, Buffer[]]>;
   mlesRelease(...args: Arg[]): Promise<number>;
@@ -82,6 +92,10 @@ export class RedisEngine {
   private readonly commands: Transport['commands'] & ScriptCommands;
   private up = false;
   private readonly batches = new Map<string, PendingBatch>();
+  /** Channels with something on its way to Redis, with the batches and commands that wait behind it. */
+  private readonly sending = new Map<string, Array<PendingBatch | (() => Promise<void>)>>();
+  /** Told once no batch is on its way (for close). */
+  private readonly drained: Array<() => void> = [];
   private flushScheduled = false;
   private closed = false;
 
@@ -168,21 +182,27 @@ export class RedisEngine {
   }
 
   /** The atomic join (see JOIN_SCRIPT): the history before it and its seq; null if its guard failed. */
-  async join(channel: string, frame: Message | undefined, guard: { key: string; token: string } | undefined): Promise<JoinResult | null> {
-    this.flushChannel(channel); // this node's earlier messages on the channel come first
-    const { seq, history, bytes } = this.keys(channel);
-    const reply = await this.commands.mlesJoinBuffer(
-      seq, history, bytes, guard?.key ?? seq, ...this.caps(), ...this.stream(channel, BatchKind.live),
-      frame ? encodeEntry(frame, true) : '', guard?.token ?? '',
-    );
-    return reply === null ? null : { seq: Number(reply[0]), history: reply[1] };
+  async join(channel: string, frame: Message | undefined, guard: Guard | undefined): Promise<JoinResult | null> {
+    // This node's earlier messages on the channel come first.
+    return this.inOrder(channel, async () => {
+      if (guard?.won === false) return null;
+      // Once the claim is won its key may be released already (the member left): no check then.
+      const check = guard?.won === true ? undefined : guard;
+      const { seq, history, bytes } = this.keys(channel);
+      const reply = await this.retried(() => this.commands.mlesJoinBuffer(
+        seq, history, bytes, check?.key ?? seq, ...this.caps(), ...this.stream(channel, BatchKind.live),
+        frame ? encodeEntry(frame, true) : '', check?.token ?? '',
+      ));
+      return reply === null ? null : { seq: Number(reply[0]), history: reply[1] };
+    });
   }
 
   /** The channel's last seq and what history holds after `since` (see FETCH_SCRIPT). */
   async fetch(channel: string, since: number): Promise<{ last: number; missed: SequencedMessage[] }> {
-    this.flushChannel(channel);
-    const { seq, history } = this.keys(channel);
-    const [last, entries] = await this.commands.mlesFetchBuffer(seq, history, since);
+    const [last, entries] = await this.inOrder(channel, () => {
+      const { seq, history } = this.keys(channel);
+      return this.retried(() => this.commands.mlesFetchBuffer(seq, history, since));
+    });
     return { last: Number(last), missed: sequenceEntries(entries, Number(last)) };
   }
 
@@ -240,8 +260,7 @@ export class RedisEngine {
   /** Drops the channel's history; its seq goes on, so no node takes it for a lost channel. */
   async clear(channel: string): Promise<void> {
     const { history, bytes } = this.keys(channel);
-    this.flushChannel(channel);
-    await this.commands.del(history, bytes);
+    await this.inOrder(channel, () => this.commands.del(history, bytes));
   }
 
   /** Messages held in history across all channels (SCAN: for metrics, not the hot path). */
@@ -254,8 +273,9 @@ export class RedisEngine {
   }
 
   /** Takes a session key for this node unless it is taken; false if it is. */
-  async claimNew(key: string, token: string): Promise<boolean> {
-    return (await this.commands.set(key, token, 'PX', this.options.sessionTtlMs, 'NX')) === 'OK';
+  async claimNew(channel: string, key: string, token: string): Promise<boolean> {
+    // In the channel's order: a guarded join or message sent after it finds its answer.
+    return (await this.inOrder(channel, () => this.commands.set(key, token, 'PX', this.options.sessionTtlMs, 'NX'))) === 'OK';
   }
 
   /** (Re)claims session keys for this node, e.g. after an outage. */
@@ -279,20 +299,92 @@ export class RedisEngine {
     for (const channel of [...this.batches.keys()]) this.flushChannel(channel);
   }
 
-  /** Sends the channel's queued messages now, ahead of any command sent after this call. */
+  /**
+   * Sends the channel's queued messages now, ahead of any command sent after this call; or, if
+   * something of the channel is still on its way, right after it: one batch (or join, fetch,
+   * clear) per channel in flight, so that a retried one (by ioredis or below) can never be
+   * overtaken by a later one.
+   */
   flushChannel(channel: string): void {
     const batch = this.batches.get(channel);
     if (!batch) return;
     this.batches.delete(channel);
-    this.append(channel, batch.items, BatchKind.live).then(() => batch.settle!(), (error: unknown) => batch.settle!(error));
+    const behind = this.sending.get(channel);
+    if (behind) return void behind.push(batch);
+    this.sending.set(channel, [batch]);
+    this.next(channel);
+  }
+
+  /**
+   * Runs `command` after everything of the channel queued or on its way (at once if nothing is),
+   * and what comes later after it: ioredis may reorder commands on a Redis Cluster (a redirect,
+   * a connection still opening), so a channel has one command in flight at a time.
+   */
+  private inOrder<T>(channel: string, command: () => Promise<T>): Promise<T> {
+    this.flushChannel(channel);
+    return new Promise<T>((resolve, reject) => {
+      const run = (): Promise<void> => command().then(resolve, reject);
+      const behind = this.sending.get(channel);
+      if (behind) return void behind.push(run);
+      this.sending.set(channel, [run]);
+      this.next(channel);
+    });
+  }
+
+  /** Sends what waits first for the channel: a command, or as many batches as fit in one call. */
+  private next(channel: string): void {
+    const behind = this.sending.get(channel)!;
+    const first = behind[0];
+    if (first === undefined) {
+      this.sending.delete(channel);
+      if (this.sending.size === 0) for (const resolve of this.drained.splice(0)) resolve();
+      return;
+    }
+    if (typeof first === 'function') {
+      behind.shift();
+      void first().finally(() => this.next(channel));
+      return;
+    }
+    let take = 0;
+    let count = 0;
+    let bytes = 0;
+    for (let entry = behind[0]; typeof entry === 'object'; entry = behind[take]) {
+      if (take > 0 && (count + entry.items.length > MAX_BATCH || bytes + entry.bytes > MAX_BATCH_BYTES)) break;
+      count += entry.items.length;
+      bytes += entry.bytes;
+      take++;
+    }
+    const batches = behind.splice(0, take) as PendingBatch[];
+    const items = batches.length === 1 ? batches[0]!.items : batches.flatMap((b) => b.items);
+    this.append(channel, items, BatchKind.live).then(
+      () => batches.forEach((b) => b.settle!()),
+      (error: unknown) => batches.forEach((b) => b.settle!(error)),
+    ).finally(() => this.next(channel));
   }
 
   private append(channel: string, items: OutgoingMessage[], kind: BatchKind): Promise<void> {
     const { seq, history, bytes } = this.keys(channel);
     const args: Arg[] = [seq, history, bytes, ...this.caps(), ...this.stream(channel, kind)];
-    for (const { origin, message } of items) args.push(origin, encodeEntry(message, origin === JOIN_ORIGIN));
-    return this.commands.mlesPublish(...args).then(
-      (first) => this.events.onAppended(channel, items, kind, Number(first)),
+    // A guard is read now: once its claim is answered, the key may be gone (released) already.
+    const sent: OutgoingMessage[] = [];
+    for (const item of items) {
+      const guard = item.guard?.won === undefined ? item.guard : undefined;
+      if (item.guard?.won === false) continue;
+      sent.push(item);
+      args.push(item.origin, guard?.key ?? '', guard?.token ?? '', encodeEntry(item.message, item.origin === JOIN_ORIGIN));
+    }
+    return this.tryAppend(channel, sent, kind, args, items.length);
+  }
+
+  /**
+   * Runs a batch's script. While Redis is up, a failure is retried (a shard failing over, a slot
+   * half-way to another shard answers TRYAGAIN; the channel's later batches wait behind it);
+   * only after that, or when Redis is down, the append has failed.
+   */
+  private tryAppend(channel: string, items: OutgoingMessage[], kind: BatchKind, args: Arg[], count: number): Promise<void> {
+    const script = items.length === 0 ? Promise.resolve<[number, string]>([0, '']) : this.retried(() => this.commands.mlesPublish(...args));
+    return script.then(
+      ([first, kept]) => this.events.onAppended(channel, items.filter((_, i) => kept[i] === '1'), kind, Number(first), count),
       (error: unknown) => {
         this.options.log.debug({ err: error, channel }, 'cluster append failed');
         this.events.onAppendFailed(channel, items, kind);
@@ -301,10 +393,28 @@ export class RedisEngine {
     );
   }
 
+  /**
+   * Runs `command`, again while Redis is up and it fails (a shard failing over, a slot half-way
+   * to another shard answers TRYAGAIN, a shard's connection still opening); the channel's later
+   * commands wait behind it. A command whose reply alone was lost may so run twice.
+   */
+  private async retried<T>(command: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await command();
+      } catch (error) {
+        if (!this.up || this.closed || attempt >= APPEND_RETRIES) throw error;
+        await new Promise((resolve) => setTimeout(resolve, APPEND_RETRY_MS));
+      }
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.flush();
+    // Batches queued behind others go out as those return; then quit lets the last replies arrive.
+    if (this.sending.size > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
     await this.transport.close();
   }
 }

@@ -111,25 +111,33 @@ end
  * Appends a batch of frames to a channel: assigns consecutive sequence numbers, pushes them to
  * history trimmed to the limits, refreshes the inactivity expiry and publishes the batch as ONE
  * pub/sub message (cheaper for Redis than one per frame), with PUBLISH or, on a Redis Cluster,
- * SPUBLISH: "<firstSeq> <header>\n" then per frame "<origin> <length>\n<entry>". Returns firstSeq.
+ * SPUBLISH: "<firstSeq> <header>\n" then per frame "<origin> <length>\n<entry>". A frame sent
+ * while its sender's session claim was on its way carries the claim's key and token: it is
+ * dropped unless the key holds the token. Returns { firstSeq, one '1' (stored) or '0' per frame }.
  * KEYS: seq, history, bytes. ARGV: limit, cap, expirySeconds, publish command, live channel,
- * header, then per frame: origin, entry.
+ * header, then per frame: origin, guard key ('' for none), guard token, entry.
  */
 export const PUBLISH_SCRIPT = `${APPEND_HISTORY}
-local parts, entries = {}, {}
-for i = 7, #ARGV, 2 do
-  local entry = ARGV[i + 1]
-  entries[#entries + 1] = entry
-  parts[#parts + 1] = ARGV[i] .. ' ' .. #entry .. '\\n'
-  parts[#parts + 1] = entry
+local parts, entries, kept = {}, {}, {}
+for i = 7, #ARGV, 4 do
+  local guard = ARGV[i + 1]
+  if guard == '' or redis.call('GET', guard) == ARGV[i + 2] then
+    local entry = ARGV[i + 3]
+    entries[#entries + 1] = entry
+    parts[#parts + 1] = ARGV[i] .. ' ' .. #entry .. '\\n'
+    parts[#parts + 1] = entry
+    kept[#kept + 1] = '1'
+  else
+    kept[#kept + 1] = '0'
+  end
 end
 local n = #entries
-if n == 0 then return 0 end
+if n == 0 then return { 0, table.concat(kept) } end
 local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 append_history(KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), entries, 1)
 for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[3]) end
 redis.call(ARGV[4], ARGV[5], first .. ' ' .. ARGV[6] .. '\\n' .. table.concat(parts))
-return first
+return { first, table.concat(kept) }
 `;
 
 /**

@@ -36,7 +36,7 @@ export class RedisSessions implements SessionRegistry {
     if (!this.engine.isUp) return true; // written back by reclaim() when Redis returns
     // Sent now, ahead of the join on the same connection: the join script finds the answer.
     const guard = { key: claim.key, token: claim.token, won: undefined as boolean | undefined };
-    const won = this.engine.claimNew(claim.key, claim.token).then(
+    const won = this.engine.claimNew(channel, claim.key, claim.token).then(
       (free) => {
         guard.won = free;
         if (free) claim.inRedis = true;
