@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { MemoryStore } from '../src/store/memory.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { HistoryStore } from '../src/store/store.js';
-import { channelKeys } from '../src/broker/redis/scripts.js';
+import { KeySpace } from '../src/broker/redis/scripts.js';
 import { startServer } from './helpers/server.js';
 import { TestClient } from './helpers/client.js';
 import { requireRedis, startRedis } from './helpers/redis.js';
@@ -114,7 +114,7 @@ test('--history-bytes 10k (cluster): Redis keeps only the newest messages within
   const direct = new Redis(redis.url);
   try {
     // A history kept by a version without the byte cap: the list only, no byte total beside it.
-    const legacy = channelKeys('legacy', 0);
+    const legacy = new KeySpace(0, 0).channel('legacy');
     await direct.rpush(legacy.history, ...KB_MESSAGES.map((m) => `t${m}`));
     await direct.set(legacy.seq, KB_MESSAGES.length);
 
@@ -122,7 +122,7 @@ test('--history-bytes 10k (cluster): Redis keeps only the newest messages within
     try {
       // A cluster node sequences appends in Redis after it handled the frames: a newcomer that
       // joined before the last were sequenced would rightly get them live, not in its replay.
-      const capped = channelKeys('capped', 0);
+      const capped = new KeySpace(0, 0).channel('capped');
       await newcomerGetsNewestTenKiB(node.url, async () => {
         for (let i = 0; Number(await direct.get(capped.seq)) < 1 + KB_MESSAGES.length; i++) {
           assert.ok(i < 500, `every message was sequenced in Redis (seq ${await direct.get(capped.seq)}, history ${await direct.llen(capped.history)})`);

@@ -57,7 +57,6 @@ class LocalChannel implements BrokerChannel {
     return this.steps.length > 0;
   }
 
-  /** A local registry answers at once, so a local join never needs a guard. */
   join(joiner: Sender, frame: Message | undefined): void {
     const history = attempt(() => this.store.read(this.name));
     const stored = frame && attempt(() => this.store.append(this.name, frame, this.now()));

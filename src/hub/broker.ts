@@ -39,10 +39,10 @@ export interface ChannelSink {
 export interface BrokerChannel {
   /**
    * Sequences a join: once the history before it is read and `frame` (unless undefined: a proven
-   * peer link's join) is stored, the sink admits `joiner`. With a `guard`, only if the guard's
-   * claim holds when the join is sequenced; otherwise nothing is stored and no one admitted.
+   * peer link's join) is stored, the sink admits `joiner`. With the joiner's `guard`, only if its
+   * claim was won; otherwise nothing is stored and no one admitted.
    */
-  join(joiner: Sender, frame: Message | undefined, guard?: Guard): void;
+  join(joiner: Sender, frame: Message | undefined): void;
   /** Sequences a message; the sink delivers it once stored. The result settles when it is stored. */
   publish(from: Sender, message: Message): MaybePromise<void>;
   /** True while joins or messages wait in the broker: the channel must not be forgotten yet. */
@@ -71,7 +71,7 @@ export interface Guard {
 /** A claim the registry answers later, with the guard a broker can check meanwhile. */
 export interface PendingClaim {
   readonly won: Promise<boolean>;
-  readonly guard: Guard | undefined;
+  readonly guard: Guard;
 }
 
 /** The duplicate rule's sessions: one (uid, channel, auth) joined at a time, on every node. */

@@ -3,7 +3,7 @@
 // that order, so every mode shares this one membership state machine.
 
 import type { Member } from './member.js';
-import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Guard, type Sender } from './broker.js';
+import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Sender } from './broker.js';
 import { Close } from '../protocol/close-codes.js';
 import type { Message, MaybePromise } from '../store/store.js';
 import { DedupSet } from '../protocol/dedup.js';
@@ -57,9 +57,9 @@ export class Channel implements ChannelSink {
   }
 
   /** Sequences `joined`'s join; it is admitted when the broker says, unless it left by then. */
-  join(joined: Joined, frame: Message | undefined, guard: Guard | undefined): void {
+  join(joined: Joined, frame: Message | undefined): void {
     this.joining.add(joined);
-    this.stream.join(joined, frame, guard);
+    this.stream.join(joined, frame);
   }
 
   /** Adds a peer link as a member at once: it gets later messages, not the replay. */

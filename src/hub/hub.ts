@@ -108,14 +108,12 @@ export class Hub {
     // Repeats from a claimed peer are dropped, proof or not: that keeps rings without a peer key
     // exactly-once, and costs a person who claims it only its own repeated payloads.
     if (join.peer) channel.trackStored(this.readHistory(join.channel), this.dedupCapacity);
-    const session = new MemberSession(this, channel, member, ++this.lastSenderId, key);
-    if (claimed === true) {
-      session.sequence(frame, undefined);
-      session.start();
-    } else {
-      // The join and what the member sends keep their place in the channel now, guarded.
-      session.claiming(claimed.guard);
-      session.sequence(frame, claimed.guard);
+    // The join and what the member sends keep their place in the channel now, guarded while the
+    // claim is on its way.
+    const session = new MemberSession(this, channel, member, ++this.lastSenderId, key, claimed === true ? undefined : claimed.guard);
+    channel.join(session, frame);
+    if (claimed === true) session.start();
+    else {
       claimed.won.then(
         (won) => (won ? session.start() : session.refuse(Close.duplicate)),
         () => session.refuse(Close.historyUnavailable),
@@ -131,7 +129,7 @@ export class Hub {
   attachLink(link: Member, channelName: string): Session {
     const channel = this.channelFor(channelName);
     channel.trackStored(this.readHistory(channelName), this.dedupCapacity);
-    const session = new MemberSession(this, channel, link, ++this.lastSenderId, undefined);
+    const session = new MemberSession(this, channel, link, ++this.lastSenderId, undefined, undefined);
     channel.attach(session);
     return session;
   }
@@ -278,8 +276,6 @@ const SERVER_SENDER: Joined = {
  */
 class MemberSession implements Session, Joined {
   private left = false;
-  private awaitingClaim = false;
-  guard: Guard | undefined;
 
   constructor(
     private readonly hub: Hub,
@@ -287,6 +283,8 @@ class MemberSession implements Session, Joined {
     readonly member: Member,
     readonly id: number,
     private readonly key: string | undefined,
+    /** Set while the registry is still deciding (see Sender.guard). */
+    public guard: Guard | undefined,
   ) {
     target.hold();
   }
@@ -295,20 +293,8 @@ class MemberSession implements Session, Joined {
     return this.target.name;
   }
 
-  /** The registry is still deciding. */
-  claiming(guard: Guard | undefined): void {
-    this.awaitingClaim = true;
-    this.guard = guard;
-  }
-
-  /** Sequences the member's join, guarded while its claim is on its way. */
-  sequence(frame: Message | undefined, guard: Guard | undefined): void {
-    this.target.join(this, frame, guard);
-  }
-
   /** The session is this member's. */
   start(): void {
-    this.awaitingClaim = false;
     this.guard = undefined;
     this.hub.stats.joins++;
     if (this.left) this.hub.release(this.target, this, this.key);
@@ -316,7 +302,6 @@ class MemberSession implements Session, Joined {
 
   /** The registry said no (a duplicate elsewhere): nothing the member sent counts. */
   refuse(reason: CloseReason): void {
-    this.awaitingClaim = false;
     // Not claimed, so nothing to release in the registry; marked first, as close() calls leave().
     this.left = true;
     if (reason === Close.duplicate) this.hub.stats.duplicates++;
@@ -331,7 +316,7 @@ class MemberSession implements Session, Joined {
   leave(): void {
     if (this.left) return;
     this.left = true;
-    if (!this.awaitingClaim) return this.hub.release(this.target, this, this.key);
+    if (this.guard === undefined) return this.hub.release(this.target, this, this.key);
     // While claiming: never admitted now; start() or refuse() lets go once the registry answers.
     this.target.withdraw(this);
   }

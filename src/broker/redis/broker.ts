@@ -13,7 +13,7 @@
 // appends the outbox (acknowledged by the append's reply, so nothing is appended twice).
 
 import type { Logger } from 'pino';
-import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Guard, type Sender } from '../../hub/broker.js';
+import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Sender } from '../../hub/broker.js';
 import type { Message, MaybePromise } from '../../store/store.js';
 import { BatchKind, JOIN_ORIGIN, type Batch, type SequencedMessage } from './envelope.js';
 import { RedisEngine, type OutgoingMessage } from './engine.js';
@@ -173,10 +173,8 @@ interface PendingJoin {
   readonly joiner: Sender;
   joinSeq: number | undefined;
   history: Message[];
-  /** Stream messages that may follow the join, for the joiner once it is admitted. */
+  /** Stream messages, not the joiner's own, that may follow the join: for it once admitted. */
   readonly later: SequencedMessage[];
-  /** Their senders on this node (ELSEWHERE for other nodes), in the same order. */
-  readonly senders: number[];
 }
 
 interface Mirrored {
@@ -219,9 +217,10 @@ class RedisChannel implements BrokerChannel {
     return this.subscription !== undefined;
   }
 
-  join(joiner: Sender, frame: Message | undefined, guard?: Guard): void {
+  join(joiner: Sender, frame: Message | undefined): void {
     if (!this.broker.online) return this.joinLocally(joiner, frame);
-    const join: PendingJoin = { joiner, joinSeq: undefined, history: [], later: [], senders: [] };
+    const { guard } = joiner; // as it is now: the session drops it once its claim is won
+    const join: PendingJoin = { joiner, joinSeq: undefined, history: [], later: [] };
     this.pending.add(join);
     const local = (): void => {
       this.pending.delete(join);
@@ -236,7 +235,7 @@ class RedisChannel implements BrokerChannel {
         }
         join.joinSeq = result.seq;
         join.history = result.history.map(decodeEntry);
-        this.resync(result.seq, result.history, frame);
+        this.resync(result.seq, result.history, join.history, frame);
         // Knowing no seq yet, the stream starts at the join's own entry.
         this.lastSeq ??= frame ? result.seq - 1 : result.seq;
         this.admitReady();
@@ -325,9 +324,7 @@ class RedisChannel implements BrokerChannel {
     if (from === NOBODY) return;
     this.sink.deliver(sequenced.message, from);
     for (const join of this.pending) {
-      if (join.joiner.id === from) continue;
-      join.later.push(sequenced);
-      join.senders.push(from);
+      if (join.joiner.id !== from) join.later.push(sequenced);
     }
   }
 
@@ -464,10 +461,10 @@ class RedisChannel implements BrokerChannel {
    * Replaces the mirror with the history a join read, up to its frame (if any) at `seq`, keeping
    * later stream entries.
    */
-  private resync(seq: number, history: Buffer[], frame: Message | undefined): void {
+  private resync(seq: number, entries: Buffer[], history: Message[], frame: Message | undefined): void {
     const later = this.mirror.filter((m) => m.seq > seq);
-    const start = seq - history.length + (frame ? 0 : 1);
-    const snapshot: Mirrored[] = history.map((entry, i) => ({ seq: start + i, message: decodeEntry(entry), join: isJoinEntry(entry) }));
+    const start = seq - entries.length + (frame ? 0 : 1);
+    const snapshot: Mirrored[] = entries.map((entry, i) => ({ seq: start + i, message: history[i]!, join: isJoinEntry(entry) }));
     if (frame) snapshot.push({ seq, message: frame, join: true });
     this.mirror = snapshot.concat(later);
     this.trim();

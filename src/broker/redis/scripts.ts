@@ -48,11 +48,6 @@ export class KeySpace {
   }
 }
 
-/** A Redis server's keys of `channel` in database `db`. */
-export function channelKeys(channel: string, db: number): ChannelKeys {
-  return new KeySpace(db, 0).channel(channel);
-}
-
 const TEXT = 0x74; // 't'
 const BINARY = 0x62; // 'b'
 const JOIN = 0x6a; // 'j': a join frame (text), kept in history but never delivered live
