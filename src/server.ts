@@ -82,7 +82,6 @@ async function startAdminIfAsked(config: Config, sources: MetricSources, healthy
   const api = createApi({
     hub: sources.hub,
     apiKey: config.apiKey,
-    clustered: sources.cluster !== undefined,
     maxMessageSize: config.maxMessageSize,
     log,
   });
@@ -112,7 +111,7 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   // Imported before the listener opens: no join may come before the bridge hears of users.
   const mqttBridge = config.mqtt === undefined ? undefined : await import('./link/mqtt-bridge.js');
 
-  const router = new HttpRouter(config, log, {}, { hub, key: config.key, clustered: cluster !== undefined });
+  const router = new HttpRouter(config, log, {}, { hub, key: config.key, log });
   const listener = await startListener({ config, log, attach: (server) => router.attach(server, endpoint) }).catch(
     async (error: unknown) => {
       await store.close();

@@ -10,7 +10,6 @@ import path from 'node:path';
 import { startServer, type RunningServer } from './helpers/server.js';
 import { request, type RawResponse } from './helpers/http.js';
 import { TestClient } from './helpers/client.js';
-import { requireRedis, startRedis } from './helpers/redis.js';
 
 const KEY = 'test-api-key';
 /** Small, so that an oversized body is cheap to send. */
@@ -250,24 +249,5 @@ test('with SQLite history, a clear deletes the rows, not only the cached copy', 
     });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('in cluster mode (--redis) the API answers 501 until it is cluster-wide', async (t) => {
-  if (!requireRedis(t)) return;
-  const redis = await startRedis();
-  try {
-    const node = await startServer(['--admin-port', '0', '--redis', redis.url], { env: { MLES_API_KEY: KEY } });
-    try {
-      const port = await adminPortOf(node);
-      const res = await api('/api/channels', { port });
-      assert.equal(res.status, 501);
-      assert.match((res.json as { error: string }).error, /cluster mode/);
-      assert.equal((await api('/api/channels', { port, key: 'wrong-key' })).status, 401, 'the key is checked first');
-    } finally {
-      await node.stop();
-    }
-  } finally {
-    await redis.stop();
   }
 });

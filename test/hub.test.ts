@@ -104,6 +104,10 @@ class DelayedStore implements HistoryStore {
     return this.later(this.inner.read(channel));
   }
 
+  count(channel: string): Promise<number> {
+    return this.later(this.inner.count(channel));
+  }
+
   expire(before: number, keep: (channel: string) => boolean): Promise<string[]> {
     return this.later(this.inner.expire(before, keep));
   }

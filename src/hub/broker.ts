@@ -33,6 +33,8 @@ export interface ChannelSink {
   notStored(from: Sender, error: unknown): void;
   /** The broker has nothing queued for the channel any more: the hub may forget it. */
   settled(): void;
+  /** An operator disconnects `uid` from the channel (asked on another node). */
+  disconnect(uid: string): void;
 }
 
 /** One channel's stream in a broker, opened when the hub first needs the channel. */
@@ -53,6 +55,11 @@ export interface BrokerChannel {
 
 export interface Broker {
   open(channel: string, sink: ChannelSink): BrokerChannel;
+  /**
+   * Asks every other node to disconnect `uid` from `channel` (their sinks' disconnect); absent
+   * on a single node, where the hub is every member's.
+   */
+  disconnect?(channel: string, uid: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -74,13 +81,26 @@ export interface PendingClaim {
   readonly guard: Guard;
 }
 
-/** The duplicate rule's sessions: one (uid, channel, auth) joined at a time, on every node. */
+/**
+ * The duplicate rule's sessions: one (uid, channel, auth) joined at a time, on every node. A
+ * person's session (claimed with its uid) is also who is online, for the API and presence.
+ */
 export interface SessionRegistry {
-  /** Takes `key` for a new session; false (now or later) if it is joined already. */
-  claim(key: string, channel: string): boolean | PendingClaim;
+  /** Takes `key` for a new session (a person's, online as `uid`); false (now or later) if it is joined already. */
+  claim(key: string, channel: string, uid?: string): boolean | PendingClaim;
   /** Frees a claimed key at once. */
   release(key: string): void;
   /** Sessions claimed on this node. */
   readonly size: number;
+  /** Who is online on every node; absent where this node's hub sees every member itself. */
+  readonly presence?: Presence;
   close(): void;
+}
+
+/** Who is online across a cluster: people's sessions (not peer links), on any live node. */
+export interface Presence {
+  /** The uid of every person's session joined to `channel`, one per session. */
+  members(channel: string): Promise<string[]>;
+  /** Every channel with someone joined, with its number of sessions. */
+  channels(): Promise<Array<{ channel: string; members: number }>>;
 }

@@ -133,6 +133,17 @@ export class Channel implements ChannelSink {
     this.checkIdle();
   }
 
+  /** Closes every person joined or joining as `uid` (several if with different auth); how many. */
+  disconnect(uid: string): number {
+    let closed = 0;
+    for (const joined of [...this.members, ...this.joining]) {
+      if (joined.member.peer || joined.member.uid !== uid) continue;
+      joined.member.close(Close.operator);
+      closed++;
+    }
+    return closed;
+  }
+
   joinFailed(joiner: Sender, error: unknown): void {
     const joined = joiner as Joined;
     this.joining.delete(joined);

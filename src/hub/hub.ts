@@ -96,7 +96,7 @@ export class Hub {
    */
   join(member: Member, join: Join): Session | CloseReason {
     const key = sessionKey(join);
-    const claimed = this.sessions.claim(key, join.channel);
+    const claimed = this.sessions.claim(key, join.channel, join.peer ? undefined : join.uid);
     if (claimed === false) {
       this.stats.duplicates++;
       return Close.duplicate;
@@ -135,16 +135,17 @@ export class Hub {
   }
 
   /**
-   * Takes the right to link `channelName` to peers, through the duplicate rule's registry: on a
-   * cluster one node at a time holds a channel's links, so each message crosses once.
+   * Takes the right to link `channelName` to the outside (`kind`: peers, an MQTT broker), through
+   * the duplicate rule's registry: on a cluster one node at a time holds a channel's links of a
+   * kind, so each message crosses once.
    */
-  claimLinks(channelName: string): MaybePromise<boolean> {
-    const claimed = this.sessions.claim(linksKey(channelName), channelName);
+  claimLinks(channelName: string, kind: LinkKind = 'links'): MaybePromise<boolean> {
+    const claimed = this.sessions.claim(linksKey(channelName, kind), channelName);
     return typeof claimed === 'boolean' ? claimed : claimed.won;
   }
 
-  releaseLinks(channelName: string): void {
-    this.sessions.release(linksKey(channelName));
+  releaseLinks(channelName: string, kind: LinkKind = 'links'): void {
+    this.sessions.release(linksKey(channelName, kind));
   }
 
   /**
@@ -175,8 +176,12 @@ export class Hub {
     return Promise.resolve(stored);
   }
 
-  /** Channels with someone joined now, each with how many people (peer links not counted). */
-  channelsOnline(): Array<{ channel: string; members: number }> {
+  /**
+   * Channels with someone joined now, each with how many people's sessions (peer links not
+   * counted), on every node.
+   */
+  async channelsOnline(): Promise<Array<{ channel: string; members: number }>> {
+    if (this.sessions.presence) return this.sessions.presence.channels();
     const online: Array<{ channel: string; members: number }> = [];
     for (const [name, channel] of this.channels) {
       if (channel.userCount > 0) online.push({ channel: name, members: channel.userCount });
@@ -184,23 +189,29 @@ export class Hub {
     return online;
   }
 
-  /** The people joined to `channelName` now: not peer links, nor joins still waiting for history. */
-  membersOf(channelName: string): Member[] {
-    const members: Member[] = [];
+  /**
+   * Who is online on `channelName`: the uid of every person's session, on every node (not peer
+   * links; on a single node, not joins still waiting for their history either).
+   */
+  async online(channelName: string): Promise<string[]> {
+    if (this.sessions.presence) return this.sessions.presence.members(channelName);
+    const uids: string[] = [];
     for (const joined of this.channels.get(channelName)?.members ?? []) {
-      if (!joined.member.peer) members.push(joined.member);
+      if (!joined.member.peer) uids.push(joined.member.uid);
     }
-    return members;
+    return uids;
   }
 
   /**
    * Closes every person joined to `channelName` as `uid` (several if they joined with different
-   * auth) with `reason`; returns how many were closed.
+   * auth), on every node, as an operator's doing; returns how many sessions that was.
    */
-  disconnect(channelName: string, uid: string, reason: CloseReason): number {
-    const matching = this.membersOf(channelName).filter((member) => member.uid === uid);
-    for (const member of matching) member.close(reason);
-    return matching.length;
+  async disconnect(channelName: string, uid: string): Promise<number> {
+    const presence = this.sessions.presence;
+    const anywhere = presence ? (await presence.members(channelName)).filter((online) => online === uid).length : 0;
+    const here = this.channels.get(channelName)?.disconnect(uid) ?? 0;
+    if (anywhere > here) await this.broker.disconnect?.(channelName, uid);
+    return Math.max(here, anywhere);
   }
 
   /** Ends a session: its (uid, channel, auth) is free again at once. */
@@ -255,9 +266,12 @@ export class Hub {
   }
 }
 
-/** The registry key of a channel's peer links: no session key (a JSON triplet) looks like it. */
-function linksKey(channel: string): string {
-  return JSON.stringify(['links', channel]);
+/** What a channel is linked to: peers (the historic registry key's name), or an MQTT broker. */
+export type LinkKind = 'links' | 'mqtt';
+
+/** The registry key of a channel's links of a kind: no session key (a JSON triplet) looks like it. */
+function linksKey(channel: string, kind: LinkKind): string {
+  return JSON.stringify([kind, channel]);
 }
 
 /**

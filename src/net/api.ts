@@ -7,7 +7,6 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Hub } from '../hub/hub.js';
-import { Close } from '../protocol/close-codes.js';
 import { isName } from '../protocol/join.js';
 import type { Message } from '../store/store.js';
 import { sendJson } from './http/respond.js';
@@ -23,8 +22,6 @@ export interface ApiOptions {
   hub: Hub;
   /** MLES_API_KEY; undefined: the API is off and says how to turn it on. */
   apiKey: string | undefined;
-  /** Cluster mode (--redis): the calls are not cluster-wide yet, so they are refused with 501. */
-  clustered: boolean;
   /** --max-message-size: the largest message a member could send, so the largest one published. */
   maxMessageSize: number;
   log: Logger;
@@ -155,7 +152,7 @@ function methodNotAllowed(allow: string): ApiError {
 export type ApiHandler = (req: IncomingMessage, res: ServerResponse, path: string, query: string) => Promise<void>;
 
 export function createApi(options: ApiOptions): ApiHandler {
-  const { hub, apiKey, clustered, maxMessageSize, log } = options;
+  const { hub, apiKey, maxMessageSize, log } = options;
   const bodyLimit = maxMessageSize + Math.ceil(maxMessageSize / 3) + BODY_SLACK;
 
   const route = async (req: IncomingMessage, res: ServerResponse, path: string, query: string): Promise<void> => {
@@ -167,8 +164,6 @@ export function createApi(options: ApiOptions): ApiHandler {
         'WWW-Authenticate': 'Bearer realm="mles"',
       });
     }
-    if (clustered) throw new ApiError(501, 'the HTTP API is not available in cluster mode (--redis) yet');
-
     const segments = path.split('/').slice(2); // after "", "api"
     const method = req.method;
     if (segments.length === 1 && segments[0] === 'publish') {
@@ -185,20 +180,20 @@ export function createApi(options: ApiOptions): ApiHandler {
     if (segments[0] !== 'channels') throw new ApiError(404, 'no such API path');
     if (segments.length === 1) {
       if (method !== 'GET') throw methodNotAllowed('GET');
-      const channels = await Promise.all(hub.channelsOnline().map(async ({ channel, members }) => (
-        { channel, members, history: (await hub.store.read(channel)).length }
+      const channels = await Promise.all((await hub.channelsOnline()).map(async ({ channel, members }) => (
+        { channel, members, history: await hub.store.count(channel) }
       )));
       return sendJson(res, 200, channels);
     }
     const channel = name(segments[1]!, 'channel');
     if (segments.length === 3 && segments[2] === 'members') {
       if (method !== 'GET') throw methodNotAllowed('GET');
-      return sendJson(res, 200, hub.membersOf(channel).map((member) => ({ uid: member.uid })));
+      return sendJson(res, 200, (await hub.online(channel)).map((uid) => ({ uid })));
     }
     if (segments.length === 4 && segments[2] === 'members') {
       if (method !== 'DELETE') throw methodNotAllowed('DELETE');
       const uid = name(segments[3]!, 'uid');
-      if (hub.disconnect(channel, uid, Close.operator) === 0) throw new ApiError(404, `${uid} is not joined to ${channel}`);
+      if ((await hub.disconnect(channel, uid)) === 0) throw new ApiError(404, `${uid} is not joined to ${channel}`);
       return sendJson(res, 200, { ok: true });
     }
     if (segments.length === 3 && segments[2] === 'history') {

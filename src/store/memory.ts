@@ -33,6 +33,10 @@ export class MemoryStore implements HistoryStore {
     return this.channels.get(channel)?.history.toArray() ?? [];
   }
 
+  count(channel: string): number {
+    return this.channels.get(channel)?.history.size ?? 0;
+  }
+
   expire(before: number, keep: (channel: string) => boolean): string[] {
     const dropped: string[] = [];
     for (const [name, kept] of this.channels) {

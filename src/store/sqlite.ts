@@ -223,6 +223,13 @@ export class SqliteStore implements HistoryStore {
     return history.toArray();
   }
 
+  count(channel: string): number {
+    this.flush(); // as read(): appends called before count
+    const cached = this.cache.get(channel);
+    if (cached) return cached.size;
+    return (this.statements.channelSize.get(channel) as [number, number])[0];
+  }
+
   expire(before: number, keep: (channel: string) => boolean): string[] {
     this.flush();
     const idle = (this.statements.idle.all(before) as string[]).filter((name) => !keep(name));

@@ -48,6 +48,8 @@ export interface HistoryStore {
    * Message objects may be shared with other readers and the store: never modify them.
    */
   read(channel: string): MaybePromise<Message[]>;
+  /** How many messages `read` would return now, without reading them. */
+  count(channel: string): MaybePromise<number>;
   /** Drops the history of every channel idle since before `before` for which `keep` is false. */
   expire(before: number, keep: (channel: string) => boolean): MaybePromise<string[]>;
   /**

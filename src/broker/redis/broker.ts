@@ -68,6 +68,7 @@ export class RedisBroker implements Broker {
     const sessionTtlMs = options.sessionTtlMs ?? 30_000;
     this.engine = new RedisEngine({ ...options, sessionTtlMs }, {
       onBatch: (name, batch) => this.channels.get(name)?.receive(batch),
+      onDisconnect: (name, uid) => this.channels.get(name)?.sink.disconnect(uid),
       onAppended: (name, stored, kind, first, count) => this.channels.get(name)?.appended(stored, kind, first, count),
       onAppendFailed: (name, items, kind) => this.channels.get(name)?.appendFailed(items, kind),
       onUp: () => void this.recover(),
@@ -95,6 +96,10 @@ export class RedisBroker implements Broker {
     this.channels.set(name, channel);
     if (this.online) channel.follow(this.engine.subscribe([name]));
     return channel;
+  }
+
+  disconnect(channel: string, uid: string): Promise<void> {
+    return this.engine.disconnect(channel, uid);
   }
 
   forget(channel: RedisChannel): void {
@@ -206,7 +211,7 @@ class RedisChannel implements BrokerChannel {
   /** What Redis holds, as far as this node knows: its newest entries with their seq. */
   private mirror: Mirrored[] = [];
 
-  constructor(readonly name: string, private readonly sink: ChannelSink, private readonly broker: RedisBroker) {}
+  constructor(readonly name: string, readonly sink: ChannelSink, private readonly broker: RedisBroker) {}
 
   get busy(): boolean {
     return this.pending.size > 0 || this.inflight > 0 || this.outbox.length > 0 || this.backlog.length > 0

@@ -7,10 +7,13 @@ import type { Logger } from 'pino';
 import { ClusterTransport, ServerTransport, type Transport } from './transport.js';
 import type { Guard } from '../../hub/broker.js';
 import type { Message } from '../../store/store.js';
-import { parseBatch, batchHeader, sequenceEntries, BatchKind, JOIN_ORIGIN, type Batch, type SequencedMessage } from './envelope.js';
+import {
+  parseStream, batchHeader, disconnectSignal, sequenceEntries, BatchKind, JOIN_ORIGIN, type Batch, type Disconnect, type SequencedMessage,
+} from './envelope.js';
 import {
   KeySpace, type ChannelKeys, encodeEntry, MAX_BATCH,
   PUBLISH_SCRIPT, JOIN_SCRIPT, FETCH_SCRIPT, RELEASE_SCRIPT, RESEED_SCRIPT,
+  CLAIM_SCRIPT, REFRESH_SCRIPT, PRESENCE_SCRIPT, SIGNAL_SCRIPT,
 } from './scripts.js';
 
 /** A failed append, join or fetch is retried this often, this long apart, while Redis is up (about 5 s in all). */
@@ -37,6 +40,8 @@ export interface EngineOptions {
 export interface EngineEvents {
   /** A batch of sequenced messages arrived on a channel's stream. */
   onBatch(channel: string, batch: Batch): void;
+  /** An operator disconnects a uid from a channel, on every node. */
+  onDisconnect(channel: string, uid: string): void;
   /**
    * A batch of `count` messages was appended: `stored` (those whose guard held, all unless a
    * sender's claim was lost) took the seqs from `first` on.
@@ -62,6 +67,15 @@ export interface OutgoingMessage {
   guard?: Guard | undefined;
 }
 
+/** A session of the duplicate rule as Redis keeps it (see CLAIM_SCRIPT). */
+export interface SessionEntry {
+  readonly channel: string;
+  readonly key: string;
+  readonly token: string;
+  /** Its presence entry, "<token> <uid>", for a person's session; '' for a link's. */
+  readonly member: string;
+}
+
 export interface JoinResult {
   seq: number;
   history: Buffer[];
@@ -82,6 +96,10 @@ interface ScriptCommands {
   mlesFetchBuffer(...args: Arg[]): Promise<[number, Buffer[]]>;
   mlesRelease(...args: Arg[]): Promise<number>;
   mlesReseed(...args: Arg[]): Promise<number>;
+  mlesClaim(...args: Arg[]): Promise<number>;
+  mlesRefresh(...args: Arg[]): Promise<number>;
+  mlesPresence(...args: Arg[]): Promise<string[]>;
+  mlesSignal(...args: Arg[]): Promise<number>;
 }
 
 export class RedisEngine {
@@ -122,19 +140,25 @@ export class RedisEngine {
     this.commands.defineCommand('mlesPublish', { numberOfKeys: 3, lua: PUBLISH_SCRIPT });
     this.commands.defineCommand('mlesJoin', { numberOfKeys: 4, lua: JOIN_SCRIPT });
     this.commands.defineCommand('mlesFetch', { numberOfKeys: 2, lua: FETCH_SCRIPT });
-    this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT });
+    this.commands.defineCommand('mlesRelease', { numberOfKeys: 2, lua: RELEASE_SCRIPT });
     this.commands.defineCommand('mlesReseed', { numberOfKeys: 3, lua: RESEED_SCRIPT });
+    this.commands.defineCommand('mlesClaim', { numberOfKeys: 2, lua: CLAIM_SCRIPT });
+    this.commands.defineCommand('mlesRefresh', { lua: REFRESH_SCRIPT }); // the number of keys varies
+    this.commands.defineCommand('mlesPresence', { numberOfKeys: 1, lua: PRESENCE_SCRIPT });
+    this.commands.defineCommand('mlesSignal', { numberOfKeys: 1, lua: SIGNAL_SCRIPT });
   }
 
   private received(live: Buffer, payload: Buffer): void {
-    let batch: Batch;
+    let parsed: Batch | Disconnect;
     try {
-      batch = parseBatch(payload);
+      parsed = parseStream(payload);
     } catch (error) {
       this.options.log.error({ err: error }, 'unreadable cluster batch');
       return;
     }
-    this.events.onBatch(this.keySpace.channelOfLive(live.toString('latin1')), batch);
+    const channel = this.keySpace.channelOfLive(live.toString('latin1'));
+    if (parsed.kind === 'd') this.events.onDisconnect(channel, parsed.uid);
+    else this.events.onBatch(channel, parsed);
   }
 
   private keys(channel: string): ChannelKeys {
@@ -257,6 +281,11 @@ export class RedisEngine {
     return this.commands.lrangeBuffer(this.keys(channel).history, 0, -1);
   }
 
+  /** How many entries the channel's history holds. */
+  async count(channel: string): Promise<number> {
+    return this.commands.llen(this.keys(channel).history);
+  }
+
   /** Drops the channel's history; its seq goes on, so no node takes it for a lost channel. */
   async clear(channel: string): Promise<void> {
     const { history, bytes } = this.keys(channel);
@@ -273,25 +302,58 @@ export class RedisEngine {
   }
 
   /** Takes a session key for this node unless it is taken; false if it is. */
-  async claimNew(channel: string, key: string, token: string): Promise<boolean> {
+  async claimNew(session: SessionEntry): Promise<boolean> {
     // In the channel's order: a guarded join or message sent after it finds its answer.
-    return (await this.inOrder(channel, () => this.commands.set(key, token, 'PX', this.options.sessionTtlMs, 'NX'))) === 'OK';
+    return (await this.inOrder(session.channel, () => this.claimCommand(session, '1'))) === 1;
   }
 
   /** (Re)claims session keys for this node, e.g. after an outage. */
-  async claim(sessions: Array<{ key: string; token: string }>): Promise<void> {
+  async claim(sessions: SessionEntry[]): Promise<void> {
     // One command each, not a pipeline: on a Redis Cluster the keys live on different shards.
-    await Promise.all(sessions.map(({ key, token }) => this.commands.set(key, token, 'PX', this.options.sessionTtlMs)));
+    await Promise.all(sessions.map((session) => this.claimCommand(session, '0')));
   }
 
-  /** Extends the TTL of this node's live session keys. */
-  async refresh(keys: string[]): Promise<void> {
-    await Promise.all(keys.map((key) => this.commands.pexpire(key, this.options.sessionTtlMs)));
+  private claimCommand(session: SessionEntry, nx: '0' | '1'): Promise<number> {
+    const { presence } = this.keys(session.channel);
+    return this.commands.mlesClaim(session.key, presence, session.token, this.options.sessionTtlMs, session.member, nx);
   }
 
-  /** Releases a session key at once, unless another node has taken it meanwhile. */
-  async release(key: string, token: string): Promise<void> {
-    await this.commands.mlesRelease(key, token);
+  /** Extends the TTL of this node's live sessions (and their presence), one call per channel. */
+  async refresh(sessions: SessionEntry[]): Promise<void> {
+    const byChannel = new Map<string, SessionEntry[]>();
+    for (const session of sessions) {
+      const group = byChannel.get(session.channel);
+      if (group) group.push(session);
+      else byChannel.set(session.channel, [session]);
+    }
+    await Promise.all([...byChannel].map(([channel, group]) => this.commands.mlesRefresh(
+      group.length + 1, this.keys(channel).presence, ...group.map((s) => s.key), this.options.sessionTtlMs, ...group.map((s) => s.member),
+    )));
+  }
+
+  /** Releases a session key (and its presence) at once, unless another node has taken it meanwhile. */
+  async release(session: SessionEntry): Promise<void> {
+    await this.commands.mlesRelease(session.key, this.keys(session.channel).presence, session.token, session.member);
+  }
+
+  /** The presence entries ("<token> <uid>") of a channel's live sessions. */
+  async presence(channel: string): Promise<string[]> {
+    return this.commands.mlesPresence(this.keys(channel).presence);
+  }
+
+  /** Every channel with someone online, with its presence entries (SCAN: for the API, not the hot path). */
+  async *presences(): AsyncGenerator<[string, string[]]> {
+    for await (const keys of this.transport.scan(this.keySpace.presences)) {
+      const channels = keys.map((key) => this.keySpace.channelOfPresence(key));
+      const entries = await Promise.all(channels.map((channel) => this.presence(channel)));
+      for (let i = 0; i < channels.length; i++) if (entries[i]!.length > 0) yield [channels[i]!, entries[i]!];
+    }
+  }
+
+  /** Tells every node following the channel to disconnect `uid` from it. */
+  async disconnect(channel: string, uid: string): Promise<void> {
+    const { seq, live } = this.keys(channel);
+    await this.commands.mlesSignal(seq, this.transport.publishCommand, live, disconnectSignal(this.nodeId, uid));
   }
 
   private flush(): void {

@@ -1,5 +1,5 @@
-// The pub/sub message the publish and join scripts send for a batch of frames, parsed back into
-// frames with their sequence numbers and origins.
+// What travels on a channel's stream: mostly the batches of frames the publish and join scripts
+// send, parsed back into frames with their sequence numbers and origins; now and then a signal.
 
 import { decodeEntry, isJoinEntry } from './scripts.js';
 import type { Message } from '../../store/store.js';
@@ -11,6 +11,15 @@ export const JOIN_ORIGIN = 'j';
 export const enum BatchKind {
   live = 'l',
   replay = 'r',
+}
+
+/** The header's flag of a signal: an operator disconnects a uid (the payload) on every node. */
+const DISCONNECT = 'd';
+
+/** A signal on a channel's stream: no seq, no frames, outside the channel's order. */
+export interface Disconnect {
+  kind: typeof DISCONNECT;
+  uid: string;
 }
 
 export interface SequencedMessage {
@@ -34,10 +43,14 @@ function line(buffer: Buffer, start: number): [string[], number] {
   return [buffer.toString('latin1', start, end).split(' '), end + 1];
 }
 
-/** "<firstSeq> <node> <kind>\n" then, per frame, "<origin> <length>\n<entry>". */
-export function parseBatch(buffer: Buffer): Batch {
+/**
+ * A batch: "<firstSeq> <node> <kind>\n" then, per frame, "<origin> <length>\n<entry>"; or a
+ * signal: "0 <node> d\n<uid>".
+ */
+export function parseStream(buffer: Buffer): Batch | Disconnect {
   const [header, start] = line(buffer, 0);
-  const [first, node, kind] = header as [string, string, BatchKind];
+  const [first, node, kind] = header as [string, string, BatchKind | typeof DISCONNECT];
+  if (kind === DISCONNECT) return { kind, uid: buffer.toString('latin1', start) };
   let at = start;
   const messages: SequencedMessage[] = [];
   let seq = Number(first);
@@ -61,4 +74,8 @@ export function sequenceEntries(entries: Buffer[], last: number): SequencedMessa
 
 export function batchHeader(node: string, kind: BatchKind): string {
   return `${node} ${kind}`;
+}
+
+export function disconnectSignal(node: string, uid: string): string {
+  return `0 ${node} ${DISCONNECT}\n${uid}`;
 }

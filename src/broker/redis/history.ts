@@ -12,6 +12,10 @@ export class RedisHistory implements HistoryView {
     return (await this.engine.read(channel)).map(decodeEntry);
   }
 
+  count(channel: string): Promise<number> {
+    return this.engine.count(channel);
+  }
+
   expire(): string[] {
     return [];
   }

@@ -10,6 +10,8 @@
 //                             sequenced messages to every node (pub/sub ignores databases: the
 //                             number keeps clusters on one Redis apart)
 //   mles:<ns>{<channel>}:session:<triplet>  a joined (uid, channel, auth), valued with its owner's token
+//   mles:<ns>{<channel>}:presence  who is online: a sorted set of "<token> <uid>", one per person's
+//                             session, scored with the time (Redis's clock, ms) it expires unless refreshed
 
 import type { Message } from '../../store/store.js';
 
@@ -18,6 +20,7 @@ export interface ChannelKeys {
   history: string;
   bytes: string;
   live: string;
+  presence: string;
 }
 
 /** Where one cluster's keys live: a database (Redis server) or a namespace (Redis Cluster). */
@@ -30,7 +33,9 @@ export class KeySpace {
 
   channel(channel: string): ChannelKeys {
     const prefix = `${this.prefix}${channel}}:`;
-    return { seq: `${prefix}seq`, history: `${prefix}history`, bytes: `${prefix}bytes`, live: `${prefix}live:${this.db}` };
+    return {
+      seq: `${prefix}seq`, history: `${prefix}history`, bytes: `${prefix}bytes`, live: `${prefix}live:${this.db}`, presence: `${prefix}presence`,
+    };
   }
 
   session(channel: string, triplet: string): string {
@@ -45,6 +50,16 @@ export class KeySpace {
   /** A SCAN pattern for every channel's history key. */
   get histories(): string {
     return `${this.prefix}*}:history`;
+  }
+
+  /** A SCAN pattern for every channel's presence key. */
+  get presences(): string {
+    return `${this.prefix}*}:presence`;
+  }
+
+  /** The channel name in a presence key. */
+  channelOfPresence(key: string): string {
+    return key.slice(this.prefix.length, key.lastIndexOf('}:presence'));
   }
 }
 
@@ -168,9 +183,74 @@ if missed <= 0 then return { last, {} } end
 return { last, redis.call('LRANGE', KEYS[2], -missed, -1) }
 `;
 
-/** Deletes a session key only if this node still owns it. KEYS: session. ARGV: token. */
+/** Redis's clock in milliseconds: every node's presence expires by the same clock. */
+const NOW_MS = `
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+`;
+
+/**
+ * Takes a session key for a token (only if free, with `nx` = '1'; else overwrites it, as after an
+ * outage) and, for a person's session, lists it in the channel's presence. Returns 1 if taken.
+ * KEYS: session, presence. ARGV: token, ttlMs, presence member ('' for none), nx.
+ */
+export const CLAIM_SCRIPT = `${NOW_MS}
+local ttl = tonumber(ARGV[2])
+local taken
+if ARGV[4] == '1' then taken = redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl, 'NX')
+else taken = redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl) end
+if not taken then return 0 end
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], now_ms() + ttl, ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 1
+`;
+
+/**
+ * Keeps a channel's sessions of this node alive for another TTL, and drops presence entries
+ * whose node stopped refreshing them. KEYS: presence, then the session keys. ARGV: ttlMs, then
+ * per session its presence member ('' for none).
+ */
+export const REFRESH_SCRIPT = `${NOW_MS}
+local ttl = tonumber(ARGV[1])
+local now = now_ms()
+local people = 0
+for i = 2, #KEYS do
+  if redis.call('PEXPIRE', KEYS[i], ttl) == 1 and ARGV[i] ~= '' then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+    people = people + 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if people > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return people
+`;
+
+/**
+ * Deletes a session key, and its presence entry, only if this node still owns it.
+ * KEYS: session, presence. ARGV: token, presence member ('' for none).
+ */
 export const RELEASE_SCRIPT = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('ZREM', KEYS[2], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+`;
+
+/** Who is online on a channel: its live presence entries. KEYS: presence. */
+export const PRESENCE_SCRIPT = `${NOW_MS}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms())
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`;
+
+/**
+ * Sends a message on a channel's stream that is not a batch (an operator's disconnect); KEYS[1]
+ * only places the script on the channel's shard. KEYS: seq. ARGV: publish command, live channel, payload.
+ */
+export const SIGNAL_SCRIPT = `
+redis.call(ARGV[1], ARGV[2], ARGV[3])
 return 0
 `;
 
