@@ -63,6 +63,7 @@ async function startRedisBroker(config: Config, log: Logger): Promise<RedisBroke
     redis: config.redis !== undefined ? { url: config.redis } : { cluster: config.redisCluster },
     limit: config.limit,
     historyBytes: config.historyBytes,
+    maxQueued: config.maxBuffered,
     expirySeconds: Math.ceil((30 * DAY_MS) / 1000),
     log,
     ...(process.env.MLES_CLUSTER_TTL_MS ? { sessionTtlMs: Number(process.env.MLES_CLUSTER_TTL_MS) } : {}),

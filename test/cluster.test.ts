@@ -268,6 +268,39 @@ test('a lost subscription (CLIENT KILL TYPE pubsub) loses nothing: every node fe
   await Promise.all([...members, ...publishers].map((c) => c.close()));
 });
 
+test('Redis slower than the members: what waits for it is bounded by --max-buffered; the sender is told, nothing accepted is lost', T, async (t) => {
+  if (!requireRedis(t)) return;
+  const node = await startNode(['--max-buffered', '64KiB']);
+  t.after(() => node.stop('SIGKILL'));
+  const channel = 'stalled';
+  const sender = await joinReady(node.url, 'sender', channel);
+  const reader = await joinReady(node.url, 'reader', channel);
+  const admin = new Redis(redis!.url);
+  t.after(() => admin.disconnect());
+  // Redis stops taking writes (scripts, PUBLISH) but stays connected: the node's queue only grows.
+  await admin.call('CLIENT', 'PAUSE', '20000', 'WRITE');
+  const payload = 'x'.repeat(4096);
+  for (let i = 0; i < 100; i++) sender.send(`${i} ${payload}`);
+  assert.deepEqual(await sender.closed, { code: 1011, reason: 'history unavailable: a message was not stored' });
+  await node.waitForLog('too much waiting for Redis');
+  await admin.call('CLIENT', 'UNPAUSE');
+  // What the node accepted before its bound reaches every member and history, in order, ahead
+  // of what the reader sends next.
+  const watcher = await joinReady(nodes[0]!.url, 'watcher', channel);
+  reader.send('done');
+  await waitForText(watcher, 'done');
+  const indices = (texts: string[]): number[] => texts.filter((text) => text.endsWith(payload)).map((text) => Number(text.split(' ')[0]));
+  const accepted = indices(live(watcher)).length;
+  const expected = Array.from({ length: accepted }, (_, i) => i);
+  assert.ok(accepted >= 1 && accepted < 16, `${accepted} messages of 4 KiB fit in 64 KiB`);
+  assert.deepEqual(indices(live(watcher)), expected);
+  await waitForLive(reader, accepted);
+  assert.deepEqual(indices(live(reader)), expected);
+  const late = await joinReady(nodes[0]!.url, 'late', channel);
+  assert.deepEqual(indices(late.texts()), expected, 'history holds what was accepted, once');
+  await Promise.all([reader.close(), watcher.close(), late.close()]);
+});
+
 test('--workers 2: two processes behind one port, one cluster', T, async (t) => {
   if (!requireRedis(t)) return;
   const refused = await runCli(['--port', '0', '--workers', '2']);

@@ -13,7 +13,7 @@ export interface MetricSources {
   endpoint: { readonly stats: EndpointStats };
   http: HttpRouter;
   /** Present on a cluster node (--redis). */
-  cluster?: { readonly connected: number; readonly outages: number; readonly catchUps: number };
+  cluster?: { readonly connected: number; readonly outages: number; readonly catchUps: number; readonly refused: number };
   /** Present with --mqtt. */
   mqtt?: MqttBridgeStats | undefined;
 }
@@ -83,6 +83,7 @@ export function createMetrics({ hub, endpoint, http, cluster, mqtt }: MetricSour
     gaugeOf(registry, 'mles_cluster_connected', '1 while this node is part of the Redis cluster, 0 while it serves its members alone', () => cluster.connected);
     counterOf(registry, 'mles_cluster_outages_total', 'Times this node lost its Redis connection', () => cluster.outages);
     counterOf(registry, 'mles_cluster_catch_ups_total', 'Times this node found a gap in a channel\'s sequence and fetched what it missed', () => cluster.catchUps);
+    counterOf(registry, 'mles_cluster_refused_total', 'Messages refused (sender closed with 1011) because what waited for Redis was at --max-buffered', () => cluster.refused);
   }
   if (mqtt) {
     gaugeOf(registry, 'mles_mqtt_connected', '1 while the MQTT bridge is connected to its broker and subscribed, else 0', () => mqtt.connected);

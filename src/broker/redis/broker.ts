@@ -31,6 +31,8 @@ export interface RedisBrokerOptions {
   expirySeconds: number;
   /** How long a dead node's sessions block their (uid, channel, auth) [default 30 s]. */
   sessionTtlMs?: number;
+  /** What this node's messages waiting for Redis may cost (see EngineOptions.maxQueued). */
+  maxQueued: number;
   log: Logger;
 }
 
@@ -42,6 +44,8 @@ export interface BrokerHealth {
   outages: number;
   /** Times this node found a gap in a channel's seqs and fetched what it missed. */
   catchUps: number;
+  /** Messages refused because what waited for Redis was at its bound (--max-buffered). */
+  refused: number;
 }
 
 /** How soon a replay of the outbox is retried while Redis is up. */
@@ -51,7 +55,7 @@ const REPLAY_RETRY_MS = 250;
 const NOBODY = -2;
 
 export class RedisBroker implements Broker {
-  readonly health: BrokerHealth = { connected: 0, outages: 0, catchUps: 0 };
+  readonly health: BrokerHealth = { connected: 0, outages: 0, catchUps: 0, refused: 0 };
   readonly sessions: RedisSessions;
   readonly history: RedisHistory;
   readonly engine: RedisEngine;
@@ -265,8 +269,23 @@ class RedisChannel implements BrokerChannel {
         },
       }));
     }
+    if (!this.broker.engine.hasRoomFor(message.data.length)) return this.refuse(from);
     this.inflight++;
     return this.broker.engine.publish(this.name, item);
+  }
+
+  /**
+   * Redis takes messages slower than this node's members send them, and what waits for it is at
+   * its bound: this one is not stored and goes to no one, and its sender is told (1011).
+   */
+  private refuse(from: Sender): Promise<void> {
+    this.broker.health.refused++;
+    const error = new Error('too much waiting for Redis: message not stored');
+    // Not from inside publish: the sink's answer may call back into this channel.
+    queueMicrotask(() => this.sink.notStored(from, error));
+    const refused = Promise.reject(error);
+    refused.catch(() => {}); // a member's publish is not awaited: notStored tells it
+    return refused;
   }
 
   close(): void {

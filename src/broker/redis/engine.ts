@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ClusterTransport, ServerTransport, type Transport } from './transport.js';
 import type { Guard } from '../../hub/broker.js';
-import type { Message } from '../../store/store.js';
+import { MESSAGE_OVERHEAD, type Message } from '../../store/store.js';
 import {
   parseStream, batchHeader, disconnectSignal, sequenceEntries, BatchKind, JOIN_ORIGIN, type Batch, type Disconnect, type SequencedMessage,
 } from './envelope.js';
@@ -34,6 +34,11 @@ export interface EngineOptions {
   expirySeconds: number;
   /** A session key lives this long unless its node refreshes it. */
   sessionTtlMs: number;
+  /**
+   * What this node's messages on their way to Redis may cost in all (payload + MESSAGE_OVERHEAD
+   * each, --max-buffered): while Redis takes them slower than members send, more are refused.
+   */
+  maxQueued: number;
   log: Logger;
 }
 
@@ -84,6 +89,7 @@ export interface JoinResult {
 /** A channel's messages of this turn, and the one promise of their append. */
 interface PendingBatch {
   items: OutgoingMessage[];
+  /** Payload bytes. */
   bytes: number;
   stored: Promise<void> | undefined;
   settle: ((error?: unknown) => void) | undefined;
@@ -116,6 +122,8 @@ export class RedisEngine {
   private readonly drained: Array<() => void> = [];
   private flushScheduled = false;
   private closed = false;
+  /** What the messages queued or on their way to Redis cost (see EngineOptions.maxQueued). */
+  private queuedCost = 0;
 
   constructor(private readonly options: EngineOptions, private readonly events: EngineEvents) {
     const name = `mles-${this.nodeId}`;
@@ -230,6 +238,11 @@ export class RedisEngine {
     return { last: Number(last), missed: sequenceEntries(entries, Number(last)) };
   }
 
+  /** True if a message of `size` bytes fits in what may wait for Redis now. */
+  hasRoomFor(size: number): boolean {
+    return this.queuedCost + size + MESSAGE_OVERHEAD <= this.options.maxQueued;
+  }
+
   /**
    * Queues a message; the channel's messages of this turn go to Redis in one script call. The
    * result, shared by the batch, settles once they are stored.
@@ -242,6 +255,7 @@ export class RedisEngine {
     }
     batch.items.push(item);
     batch.bytes += item.message.data.length;
+    this.queuedCost += item.message.data.length + MESSAGE_OVERHEAD;
     batch.stored ??= new Promise<void>((resolve, reject) => {
       batch.settle = (error) => (error === undefined ? resolve() : reject(error));
     });
@@ -421,7 +435,10 @@ export class RedisEngine {
     this.append(channel, items, BatchKind.live).then(
       () => batches.forEach((b) => b.settle!()),
       (error: unknown) => batches.forEach((b) => b.settle!(error)),
-    ).finally(() => this.next(channel));
+    ).finally(() => {
+      this.queuedCost -= bytes + count * MESSAGE_OVERHEAD;
+      this.next(channel);
+    });
   }
 
   private append(channel: string, items: OutgoingMessage[], kind: BatchKind): Promise<void> {
