@@ -57,6 +57,8 @@ export function describeMachine(): Machine {
 interface Column {
   key: string;
   header: string;
+  /** Shown only when some target has a value (the cluster targets' Redis figures). */
+  optional?: boolean;
 }
 
 /** The columns of the table (and their order) per scenario. */
@@ -100,6 +102,10 @@ function trafficColumns(): Column[] {
     { key: 'serverCpuPct', header: 'srv CPU%' },
     { key: 'serverRssMB', header: 'srv RSS MB' },
     { key: 'generatorCpuPct', header: 'gen CPU%' },
+    { key: 'messagesPerSec', header: 'msgs/s', optional: true },
+    { key: 'redisCpuUsPerMessage', header: 'redis µs/msg', optional: true },
+    { key: 'redisCpuUsPerCall', header: 'redis µs/call', optional: true },
+    { key: 'messagesPerCall', header: 'msgs/call', optional: true },
   ];
 }
 
@@ -131,7 +137,8 @@ function pad(cells: string[][]): string[] {
 export function renderTable(report: BenchReport): string {
   const lines: string[] = [];
   for (const item of report.cases) {
-    const columns = COLUMNS[item.scenario];
+    const columns = COLUMNS[item.scenario].filter((c) => !c.optional
+      || item.results.some((r) => r.target !== 'mles' && Number.isFinite(r.metrics?.redisCpuUsPerMessage)));
     const reference = item.results.find((r) => r.target === 'mles' && r.status === 'ok')?.metrics;
     const rows = [['target', ...columns.map((c) => c.header)]];
     const notes = [...item.notes];
@@ -148,6 +155,7 @@ export function renderTable(report: BenchReport): string {
     lines.push(`== ${item.title}`, ...pad(rows), ...notes.map((n) => `   note: ${n}`), '');
   }
   lines.push('(Nx) = ratio to mles (this server). Latency: send to receipt, measured window only. srv µs/deliv: server CPU (user+system) per delivery.');
+  lines.push('Cluster targets: srv counts the nodes and Redis; redis µs/msg and µs/call are Redis alone, per message sent and per script call (a batch or a join); msgs/call = messages per call.');
   return lines.join('\n');
 }
 

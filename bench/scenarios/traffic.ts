@@ -89,11 +89,15 @@ export async function measureTraffic(pool: GeneratorSet, server: ServerProcess, 
   const pids = serverPids(server);
   const serverCpu = new CpuWindow(pids);
   const generatorCpu = new CpuWindow(pool.pids);
+  const brokerCpu = server.broker && new CpuWindow(server.broker.pids());
+  const callsBefore = await server.broker?.scriptCalls();
   const before = await pool.all(() => ({ type: 'mark', measuring: true }), 'marked', 10_000);
   await sleep(timing.durationMs);
   const after = await pool.all(() => ({ type: 'mark', measuring: false }), 'marked', 10_000);
   const serverUse = serverCpu.stop();
   const generatorUse = generatorCpu.stop();
+  const brokerUse = brokerCpu?.stop();
+  const calls = callsBefore === undefined ? NaN : (await server.broker!.scriptCalls()) - callsBefore;
   const rss = totalRssBytes(pids);
   const stopped = await pool.all(() => ({ type: 'stop' }), 'stopped', 10_000);
 
@@ -114,6 +118,8 @@ export async function measureTraffic(pool: GeneratorSet, server: ServerProcess, 
   const sum = <T>(items: T[], value: (item: T) => number): number => items.reduce((total, item) => total + value(item), 0);
   const seconds = serverUse.wallMs / 1000;
   const deliveries = sum(after, (r) => r.received) - sum(before, (r) => r.received);
+  const messages = sum(after, (r) => r.sent) - sum(before, (r) => r.sent);
+  const brokerCpuUs = brokerUse?.cpuUs ?? NaN;
   const latency = new Histogram();
   for (const reply of drained) latency.add(reply.latency);
   const expectedTotal = sum(expected, (e) => e);
@@ -121,7 +127,7 @@ export async function measureTraffic(pool: GeneratorSet, server: ServerProcess, 
   return {
     deliveriesPerSec: deliveries / seconds,
     offeredDeliveriesPerSec: rate === 'max' ? NaN : offeredDeliveries(shape, rate),
-    messagesPerSec: (sum(after, (r) => r.sent) - sum(before, (r) => r.sent)) / seconds,
+    messagesPerSec: messages / seconds,
     expected: expectedTotal,
     delivered,
     lost: expectedTotal - delivered,
@@ -134,6 +140,11 @@ export async function measureTraffic(pool: GeneratorSet, server: ServerProcess, 
     serverRssMB: rss / MB,
     generatorCpuPct: generatorUse.cores * 100,
     generatorCpuUsPerDelivery: deliveries > 0 ? generatorUse.cpuUs / deliveries : NaN,
+    // Cluster targets: what Redis spends per message and per script call (one batch or join).
+    redisCpuUsPerMessage: messages > 0 ? brokerCpuUs / messages : NaN,
+    redisCpuUsPerCall: calls > 0 ? brokerCpuUs / calls : NaN,
+    messagesPerCall: calls > 0 ? messages / calls : NaN,
+    nodeCpuUsPerMessage: messages > 0 ? (serverUse.cpuUs - brokerCpuUs) / messages : NaN,
     outOfOrder: sum(drained, (r) => r.outOfOrder),
     disconnects: sum(drained, (r) => r.closed),
     skipped: sum(stopped, (r) => r.skipped),

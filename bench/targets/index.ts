@@ -9,7 +9,7 @@ import { startMlesCluster } from './mles-cluster.js';
 import { mosquittoVersion, startMosquitto } from './mosquitto.js';
 import { startAnnounced, projectNode, type ServerProcess } from './process.js';
 
-export const TARGET_NAMES = ['mles', 'ws', 'socketio', 'mosquitto', 'mles-cluster1', 'mles-cluster2'] as const;
+export const TARGET_NAMES = ['mles', 'ws', 'socketio', 'mosquitto', 'mles-cluster1', 'mles-cluster2', 'mles-rcluster2'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 /** What a run measures unless --targets says otherwise: the cluster cases are opt-in. */
 export const DEFAULT_TARGETS: readonly TargetName[] = ['mles', 'ws', 'socketio', 'mosquitto'];
@@ -41,13 +41,21 @@ const mles: Target = {
   },
 };
 
-/** This server as a cluster of `workers` processes on a redis-server of its own (history in Redis). */
-function mlesCluster(workers: 1 | 2): Target {
+/**
+ * This server as a cluster of `workers` processes on a redis-server of its own, or on a 3-master
+ * Redis Cluster of its own (history in Redis).
+ */
+function mlesCluster(workers: 1 | 2, on: 'redis' | 'redis-cluster'): Target {
+  const plural = workers > 1 ? 's' : '';
   return {
-    name: `mles-cluster${workers}`,
-    label: `mles cluster, ${workers} worker${workers > 1 ? 's' : ''}`,
-    unavailable: () => (hasProgram('redis-server') ? undefined : 'redis-server not found: apt-get install redis-server'),
-    start: ({ historyLimit }) => startMlesCluster(workers, historyLimit),
+    name: on === 'redis' ? `mles-cluster${workers}` : `mles-rcluster${workers as 2}`,
+    label: on === 'redis' ? `mles cluster, ${workers} worker${plural}` : `mles on Redis Cluster (3 shards), ${workers} worker${plural}`,
+    unavailable: () => {
+      if (!hasProgram('redis-server')) return 'redis-server not found: apt-get install redis-server';
+      if (on === 'redis-cluster' && !hasProgram('redis-cli')) return 'redis-cli not found: apt-get install redis-tools';
+      return undefined;
+    },
+    start: ({ historyLimit }) => startMlesCluster(workers, on, historyLimit),
   };
 }
 
@@ -77,5 +85,6 @@ const mosquitto: Target = {
 };
 
 export const TARGETS: Record<TargetName, Target> = {
-  mles, ws, socketio, mosquitto, 'mles-cluster1': mlesCluster(1), 'mles-cluster2': mlesCluster(2),
+  mles, ws, socketio, mosquitto,
+  'mles-cluster1': mlesCluster(1, 'redis'), 'mles-cluster2': mlesCluster(2, 'redis'), 'mles-rcluster2': mlesCluster(2, 'redis-cluster'),
 };

@@ -42,6 +42,15 @@ export interface ServerProcess {
   /** Why the process ended without being asked to, or undefined while it runs. */
   crash(): string | undefined;
   stop(): Promise<void>;
+  /** The Redis a cluster target runs on, measured apart too (its share is in `pids` as well). */
+  readonly broker?: BrokerProbe;
+}
+
+/** What a run reads off a cluster target's Redis: its processes, and the script calls it ran. */
+export interface BrokerProbe {
+  pids(): number[];
+  /** EVALSHA/EVAL calls so far, over every Redis process (INFO commandstats). */
+  scriptCalls(): Promise<number>;
 }
 
 export interface SpawnSpec {

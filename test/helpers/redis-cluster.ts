@@ -83,6 +83,8 @@ export interface RunningRedisCluster {
    * killed node (after a kill: once its replica has taken over) and replicas are in sync.
    */
   waitHealthy(): Promise<void>;
+  /** Process ids of the live nodes. */
+  pids(): number[];
   /** Kills every node and removes the directory. */
   stop(): Promise<void>;
 }
@@ -426,6 +428,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       await waitHealthy();
     },
     waitHealthy,
+    pids: () => live().map((port) => procs.get(port)!.pid!),
     async stop() {
       await stopAll();
       fs.rmSync(dir, { recursive: true, force: true });
