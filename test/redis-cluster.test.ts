@@ -143,3 +143,48 @@ test('a shard failing over to its replica mid-traffic loses nothing a member rec
   assert.equal(live(reader).filter((m) => /^p\d /.test(m)).length, 400);
   await Promise.all([...members, ...publishers, reader].map((c) => c.close()));
 });
+
+test('a shard down without a replica: the other shards\' channels carry on; its channels are served per node, and once it is back (empty) nothing a member received is lost', { timeout: 150_000 }, async (t) => {
+  if (!requireRedisCluster(t)) return;
+  const cluster = await startRedisCluster({ requireFullCoverage: false, nodeTimeoutMs: 1000 });
+  clusters.push(cluster);
+  const nodes = await nodesOn(cluster, 2);
+  const masters = await cluster.masters();
+  const [down, up] = [await cluster.nameOn(masters[0]!, 'down-'), await cluster.nameOn(masters[1]!, 'up-')];
+  const downMembers = await membersOf(nodes, down);
+  const upMembers = await membersOf(nodes, up);
+  const downPublishers = await Promise.all(nodes.map((node, i) => TestClient.join(node.url, `p${i}`, down)));
+  const upPublishers = await Promise.all(nodes.map((node, i) => TestClient.join(node.url, `p${i}`, up)));
+  send(downPublishers, 0, 50);
+  send(upPublishers, 0, 50);
+  await Promise.all(downMembers.map((m) => waitForLive(m, 2 * 50 + 1)));
+  await cluster.kill(masters[0]!);
+  send(upPublishers, 50, 100);
+  send(downPublishers, 50, 100);
+  await assertOneOrder(upMembers, 2, 100);
+  // Meanwhile each node serves the shard's channel to its own members.
+  for (const [i, member] of downMembers.entries()) await waitForText(member, `p${i} 99`);
+  await cluster.restart(masters[0]!);
+  await cluster.waitHealthy();
+  send(downPublishers, 100, 150);
+  for (const member of downMembers) for (const p of [0, 1]) await waitForText(member, `p${p} 149`);
+  for (const [i, member] of downMembers.entries()) {
+    const heard = live(member).filter((m) => !m.startsWith('probe'));
+    for (const p of [0, 1]) {
+      const own = heard.filter((m) => m.startsWith(`p${p} `));
+      const expected = Array.from({ length: 150 }, (_, n) => `p${p} ${n}`);
+      // Another node's messages of the outage come when it is back, after what this member saw meanwhile.
+      assert.deepEqual([...own].sort(), [...expected].sort(), `member ${i} got each of p${p}'s messages once`);
+      if (p === i) assert.deepEqual(own, expected, `member ${i} got its own node's p${p} in order`);
+    }
+  }
+  // History holds every message once: what each node served alone is appended when the shard is back.
+  const reader = await TestClient.join(nodes[0]!.url, 'reader', down);
+  downPublishers[0]!.send('end');
+  await waitForText(reader, 'end');
+  const history = live(reader).filter((m) => /^p\d /.test(m));
+  for (const p of [0, 1]) {
+    assert.deepEqual(history.filter((m) => m.startsWith(`p${p} `)), Array.from({ length: 150 }, (_, n) => `p${p} ${n}`), `history keeps p${p}'s messages once, in order`);
+  }
+  await Promise.all([...downMembers, ...upMembers, ...downPublishers, ...upPublishers, reader].map((c) => c.close()));
+});

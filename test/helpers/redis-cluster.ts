@@ -26,6 +26,8 @@ export interface RedisClusterOptions {
   timeoutMs?: number;
   /** Create it with `redis-cli --cluster create` (1 to 3 s) instead of the same steps sent directly (~0.3 s). */
   viaRedisCli?: boolean;
+  /** cluster-require-full-coverage: false lets the other shards serve while one is down. Default true. */
+  requireFullCoverage?: boolean;
 }
 
 export interface RedisClusterNode {
@@ -173,6 +175,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     '--cluster-allow-replica-migration', 'no',
     // A replica's full sync starts at once (the default waits 5 s for more replicas to join it).
     '--repl-diskless-sync-delay', '0',
+    '--cluster-require-full-coverage', options.requireFullCoverage === false ? 'no' : 'yes',
   ];
 
   /** A cached admin connection to one node; dropped when it ends (e.g. the node was killed). */

@@ -48,8 +48,8 @@ export interface BrokerHealth {
   refused: number;
 }
 
-/** How soon a replay of the outbox is retried while Redis is up. */
-const REPLAY_RETRY_MS = 250;
+/** How soon a channel whose shard is away tries to rejoin while the rest of Redis is up. */
+const REJOIN_RETRY_MS = 250;
 
 /** `sent` marks a seq this node's members all have already (an outage replay, a join frame). */
 const NOBODY = -2;
@@ -65,6 +65,8 @@ export class RedisBroker implements Broker {
   /** True once the node has caught Redis up after connecting: messages then go through Redis. */
   online = false;
   private onceOnline: () => void = () => {};
+  /** Channels that could not catch up at the last stream back (undefined: none yet). */
+  private lastCatchUpFailures: number | undefined;
 
   constructor(options: RedisBrokerOptions) {
     this.log = options.log;
@@ -120,28 +122,48 @@ export class RedisBroker implements Broker {
     this.log.warn('redis unreachable: serving local members only until it answers');
   }
 
-  /** Subscribes to every channel's stream again; resolves once Redis acknowledged it. */
-  private followAll(channels: RedisChannel[]): Promise<void> {
-    const subscribed = this.engine.subscribe(channels.map((c) => c.name));
-    for (const channel of channels) channel.follow(subscribed);
-    return subscribed;
+  /**
+   * Subscribes to every channel's stream again, each on its own: on a Redis Cluster one shard may
+   * be away, and its channels must not hold up the others'. Resolves once Redis acknowledged all
+   * (rejects if any failed; those channels are served alone meanwhile, see RedisChannel.follow).
+   */
+  private async followAll(channels: RedisChannel[]): Promise<void> {
+    const subscriptions = channels.map((channel) => {
+      const subscribed = this.engine.subscribe([channel.name]);
+      channel.follow(subscribed);
+      return subscribed;
+    });
+    const results = await Promise.allSettled(subscriptions);
+    const failed = results.find((result) => result.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   private streamLost(): void {
+    this.lastCatchUpFailures = undefined;
     for (const channel of this.channels.values()) channel.streamLost();
     this.log.warn('redis subscription lost: catching up from history when it returns');
   }
 
-  /** The subscriber is back: follow every channel again, then fetch what the stream missed. */
+  /**
+   * The subscriber is back: follow every channel that lost its subscription again, then fetch
+   * what the stream missed. Logged when the outcome changes (on a Redis Cluster with a shard
+   * away this comes every few seconds).
+   */
   private async streamBack(): Promise<void> {
     const channels = [...this.channels.values()];
-    try {
-      await this.followAll(channels);
-      await Promise.all(channels.map((c) => c.catchUp()));
-      this.log.info({ channels: channels.length }, 'redis subscription back: caught up');
-    } catch (error) {
-      this.log.warn({ err: error }, 'catching up failed; retrying when redis answers');
-    }
+    const caughtUp = await Promise.allSettled(channels.map(async (channel) => {
+      if (!channel.subscribed) {
+        const subscribed = this.engine.subscribe([channel.name]);
+        channel.follow(subscribed);
+        await subscribed;
+      }
+      await channel.catchUp();
+    }));
+    const failed = caughtUp.filter((result) => result.status === 'rejected').length;
+    if (failed === this.lastCatchUpFailures) return;
+    this.lastCatchUpFailures = failed;
+    if (failed === 0) this.log.info({ channels: channels.length }, 'redis subscription back: caught up');
+    else this.log.warn({ channels: channels.length, failed }, 'redis subscription back, but some channels could not catch up: served alone until they rejoin');
   }
 
   /**
@@ -163,7 +185,7 @@ export class RedisBroker implements Broker {
     for (const channel of this.channels.values()) {
       // Channels first opened during the reconnection need their stream too.
       if (!channel.subscribed) channel.follow(this.engine.subscribe([channel.name]));
-      channel.replayOutbox();
+      channel.replayOutbox().catch(() => {}); // kept for the next reconnection
     }
     this.online = true;
     this.health.connected = 1;
@@ -200,8 +222,14 @@ class RedisChannel implements BrokerChannel {
   private readonly pending = new Set<PendingJoin>();
   /** Messages on their way to Redis. */
   private inflight = 0;
-  /** True while the outbox's replay is on its way; `retry` schedules the next one. */
+  /** True while the outbox's replay is on its way. */
   private replaying = false;
+  /**
+   * True while the channel's shard is away but the rest of Redis answers (a Redis Cluster shard
+   * down without a replica): the channel is served on this node alone, as in an outage, until
+   * rejoin() succeeds; `retry` schedules the next attempt.
+   */
+  private alone = false;
   private retry: NodeJS.Timeout | undefined;
   /** This node's stored messages the stream has not brought yet: seq -> sender (for fetches). */
   private readonly sent = new Map<number, number>();
@@ -227,13 +255,14 @@ class RedisChannel implements BrokerChannel {
   }
 
   join(joiner: Sender, frame: Message | undefined): void {
-    if (!this.broker.online) return this.joinLocally(joiner, frame);
+    if (!this.broker.online || this.alone) return this.joinLocally(joiner, frame);
     const { guard } = joiner; // as it is now: the session drops it once its claim is won
     const join: PendingJoin = { joiner, joinSeq: undefined, history: [], later: [] };
     this.pending.add(join);
     const local = (): void => {
       this.pending.delete(join);
       this.joinLocally(joiner, frame);
+      this.goAlone();
     };
     this.whenReady(() => {
       this.broker.engine.join(this.name, frame, guard).then((result) => {
@@ -255,7 +284,7 @@ class RedisChannel implements BrokerChannel {
 
   publish(from: Sender, message: Message): MaybePromise<void> {
     const item: OutgoingMessage = from.guard ? { origin: String(from.id), message, guard: from.guard } : { origin: String(from.id), message };
-    if (!this.broker.online) return this.serveLocally(item, from.id);
+    if (!this.broker.online || this.alone) return this.serveLocally(item, from.id);
     if (!this.ready) {
       this.inflight++;
       return new Promise<void>((resolve) => this.backlog.push({
@@ -289,6 +318,7 @@ class RedisChannel implements BrokerChannel {
   }
 
   close(): void {
+    clearTimeout(this.retry);
     this.broker.forget(this);
   }
 
@@ -375,12 +405,12 @@ class RedisChannel implements BrokerChannel {
   }
 
   appendFailed(items: OutgoingMessage[], kind: BatchKind): void {
-    // A failed replay stays in the outbox: for the next reconnection, or soon if Redis is up.
+    // A failed replay stays in the outbox: for the next reconnection, or the channel's rejoin.
     if (kind === BatchKind.live) {
       this.inflight -= items.length;
       for (const item of items) this.serveLocally(item, Number(item.origin));
     }
-    this.replaySoon();
+    this.goAlone();
     this.settleIfIdle();
   }
 
@@ -388,25 +418,56 @@ class RedisChannel implements BrokerChannel {
    * Appends what was served locally (see RedisBroker.recover); one replay at a time, as its
    * acknowledgement takes the outbox's first items.
    */
-  replayOutbox(): void {
-    if (this.outbox.length === 0 || this.replaying) return;
+  replayOutbox(): Promise<void> {
+    if (this.outbox.length === 0 || this.replaying) return Promise.resolve();
     this.replaying = true;
-    this.broker.engine.replay(this.name, this.outbox.slice()).catch(() => {}).finally(() => {
+    return this.broker.engine.replay(this.name, this.outbox.slice()).finally(() => {
       this.replaying = false;
     });
   }
 
   /**
-   * While Redis is up, an append can still fail (a shard's failover, a slot on the move): what
-   * was served locally then is appended again shortly, not only after the next outage.
+   * An append failed although Redis answers (after the engine's retries: a shard down without
+   * a replica): serve the channel here alone, rather than wait 5 s per batch, and rejoin soon.
    */
-  private replaySoon(): void {
-    if (this.retry || !this.broker.online) return;
+  private goAlone(): void {
+    if (!this.broker.online) return; // the whole of Redis is away: its recovery rejoins every channel
+    if (!this.alone) this.broker.log.warn({ channel: this.name }, 'channel served by this node alone: its redis shard does not answer');
+    this.alone = true;
+    if (this.retry) return;
     this.retry = setTimeout(() => {
       this.retry = undefined;
-      if (this.broker.online) this.replayOutbox();
-    }, REPLAY_RETRY_MS);
+      void this.rejoin();
+    }, REJOIN_RETRY_MS);
     this.retry.unref();
+  }
+
+  /**
+   * The channel's shard answers again: as after an outage (RedisBroker.recover), put back the
+   * history it lost if it restarted empty, fetch what other nodes stored meanwhile, append the
+   * outbox; only then do messages go through Redis again.
+   */
+  private async rejoin(): Promise<void> {
+    if (!this.broker.online || !this.alone) return;
+    try {
+      if (!this.subscription) {
+        const subscribed = this.broker.engine.subscribe([this.name]);
+        this.follow(subscribed);
+        await subscribed;
+      }
+      await this.broker.engine.reseed(this.name, this.lastSeq ?? 0, this.mirroredEntries());
+      await this.catchUp();
+      // What members send meanwhile is served locally and goes with the next replay.
+      while (this.outbox.length > 0) {
+        if (this.replaying) throw new Error('a replay is on its way'); // try again later
+        await this.replayOutbox();
+      }
+    } catch (error) {
+      this.broker.log.debug({ err: error, channel: this.name }, 'channel not back on its redis shard yet');
+      return this.goAlone();
+    }
+    this.alone = false;
+    this.broker.log.info({ channel: this.name }, 'channel back on its redis shard');
   }
 
   /** The part of the history Redis already had, for putting it back after Redis lost it. */
@@ -456,8 +517,9 @@ class RedisChannel implements BrokerChannel {
       () => {
         if (this.subscription !== subscription) return;
         this.subscription = undefined;
-        // While Redis takes commands, the next subscription (onStreamBack) runs the backlog.
-        if (!this.broker.online) drain((item) => item.fail());
+        // Redis took commands but not this subscription (its shard is away): served alone.
+        this.goAlone();
+        drain((item) => item.fail());
       },
     );
   }
@@ -472,6 +534,10 @@ class RedisChannel implements BrokerChannel {
   unfollow(): void {
     this.subscription = undefined;
     this.ready = false;
+    // The whole outage's recovery brings the channel back, shard or not.
+    this.alone = false;
+    clearTimeout(this.retry);
+    this.retry = undefined;
     for (const item of this.backlog.splice(0)) item.fail();
   }
 

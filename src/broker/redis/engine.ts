@@ -16,9 +16,12 @@ import {
   CLAIM_SCRIPT, REFRESH_SCRIPT, PRESENCE_SCRIPT, SIGNAL_SCRIPT,
 } from './scripts.js';
 
-/** A failed append, join or fetch is retried this often, this long apart, while Redis is up (about 5 s in all). */
-const APPEND_RETRIES = 25;
+/**
+ * A failed append, join or fetch is retried this long apart while Redis is up, for this long in
+ * all (by the clock: one attempt on a Redis Cluster may itself take ioredis's redirections).
+ */
 const APPEND_RETRY_MS = 200;
+const APPEND_RETRY_FOR_MS = 5_000;
 
 /** A batch is sent once it holds this many payload bytes, even within one turn. */
 export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
@@ -478,11 +481,12 @@ export class RedisEngine {
    * commands wait behind it. A command whose reply alone was lost may so run twice.
    */
   private async retried<T>(command: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
+    const deadline = Date.now() + APPEND_RETRY_FOR_MS;
+    for (;;) {
       try {
         return await command();
       } catch (error) {
-        if (!this.up || this.closed || attempt >= APPEND_RETRIES) throw error;
+        if (!this.up || this.closed || Date.now() >= deadline) throw error;
         await new Promise((resolve) => setTimeout(resolve, APPEND_RETRY_MS));
       }
     }

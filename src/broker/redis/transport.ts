@@ -140,11 +140,15 @@ function seedOf(url: string): ClusterNode {
   return { host: hostname.replace(/^\[|\]$/g, ''), port: Number(port || 6379) };
 }
 
+/** How long after ioredis's `subscribersReady` the channels catch up (one catch-up per burst). */
+const STREAM_BACK_COALESCE_MS = 100;
+
 /**
  * A sharded Redis Cluster. ioredis follows MOVED and ASK, re-subscribes a shard channel on its
  * slot's new owner after a move or failover and then says `subscribersReady`; messages published
  * meanwhile (a script redirected by ASK publishes where nobody listens) are caught up from
- * history, so every such event counts as "the stream may have missed something".
+ * history, so every such event counts as "the stream may have missed something". Channels stay
+ * followed meanwhile (a lost message shows as a gap in the seqs, and is fetched then too).
  */
 export class ClusterTransport implements Transport {
   readonly commands: Cluster;
@@ -153,6 +157,7 @@ export class ClusterTransport implements Transport {
   readonly namespace: number;
   private up = false;
   private closed = false;
+  private streamBack: NodeJS.Timeout | undefined;
 
   constructor(urls: string[], name: string, private readonly events: TransportEvents, private readonly log: Logger) {
     const first = new URL(urls[0]!);
@@ -183,11 +188,14 @@ export class ClusterTransport implements Transport {
       this.up = false;
       this.events.onDown();
     });
-    this.commands.on('-subscriber', () => {
-      if (this.up && !this.closed) this.events.onStreamLost();
-    });
+    // ioredis subscribes its shard channels again itself after each such reset; while a shard is
+    // away it resets every few hundred milliseconds, so the catch-up is coalesced.
     this.commands.on('subscribersReady', () => {
-      if (this.up && !this.closed) this.events.onStreamBack();
+      if (!this.up || this.closed || this.streamBack) return;
+      this.streamBack = setTimeout(() => {
+        this.streamBack = undefined;
+        if (this.up && !this.closed) this.events.onStreamBack();
+      }, STREAM_BACK_COALESCE_MS);
     });
     this.commands.on('smessageBuffer', (live: Buffer, payload: Buffer) => this.events.onPayload(live, payload));
     // Errors repeat while a shard is away (every ~25 ms); the effects are reported where they matter.
@@ -213,6 +221,7 @@ export class ClusterTransport implements Transport {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.streamBack);
     await quit(this.commands);
   }
 }
