@@ -45,7 +45,7 @@ const loads = (modules: string[], name: string): boolean => modules.some((url) =
 test('local mode with memory history loads no ACME, Redis, MQTT, metrics, SQLite, TOML or MIME package', async () => {
   const modules = await modulesLoaded(['--history', 'memory']);
   assert.ok(loads(modules, 'ws'), 'the recorder sees packages'); // the loader works at all
-  for (const name of ['acme-client', 'ioredis', 'mqtt', 'prom-client', 'better-sqlite3', 'smol-toml']) {
+  for (const name of ['acme-client', 'ioredis', 'mqtt', 'prom-client', 'better-sqlite3', 'smol-toml', 'mime-types', 'mime-db']) {
     assert.equal(loads(modules, name), false, `${name} is loaded in local mode`);
   }
 });

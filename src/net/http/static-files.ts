@@ -10,7 +10,6 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import mime from 'mime-types';
 import { parseRequestPath, resolveInside, type RequestPath } from './safe-path.js';
 import { etagFor, fileVersion, isNotModified, lastModifiedSeconds, requestedRange } from './conditional.js';
 import { isCompressible, negotiateEncoding } from './encoding.js';
@@ -60,6 +59,17 @@ export interface StaticOptions {
   responseIdleMs?: number;
   /** Default SLOT_WAIT_MS (tests shorten it). */
   slotWaitMs?: number;
+}
+
+/**
+ * mime-types parses all of mime-db (3-4 MB of heap): loaded with the first file served, not at
+ * start (issue 14, lean start).
+ */
+let mimeTypes: Promise<typeof import('mime-types')> | undefined;
+
+async function contentTypeOf(name: string): Promise<string> {
+  mimeTypes ??= import('mime-types');
+  return (await mimeTypes).contentType(path.extname(name)) || 'application/octet-stream';
 }
 
 export class StaticFiles {
@@ -130,7 +140,7 @@ export class StaticFiles {
     res: ServerResponse,
     { file, name, handle, stat, release }: { file: string; name: string; handle: FileHandle; stat: Stats; release: Release },
   ): Promise<boolean> {
-    const type = mime.contentType(path.extname(name)) || 'application/octet-stream';
+    const type = await contentTypeOf(name);
     const compressible = isCompressible(type) && this.options.cache.accepts(stat.size);
     // Ranges are served from the plain file only, so a Range request is never compressed.
     const encoding = compressible && req.headers.range === undefined
