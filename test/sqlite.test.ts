@@ -41,6 +41,44 @@ test('sqlite store keeps the newest --limit messages per channel, in order, acro
   await reopened.close();
 });
 
+test('issue 14.4: old rows are deleted in bulk, within a bounded slack beyond the limits; reads honour the limits exactly, also after reopen', async (t) => {
+  const file = path.join(tempDir(t), 'h.db');
+  const rows = (): number => {
+    const db = new Database(file, { readonly: true });
+    try {
+      return db.prepare('SELECT count(*) FROM messages WHERE channel = ?').pluck().get('c') as number;
+    } finally {
+      db.close();
+    }
+  };
+  const limit = 100;
+  const store = new SqliteStore(file, limit, { historyBytes: 0 });
+  const counts: number[] = [];
+  for (let i = 0; i < 500; i++) {
+    await store.append('c', text(String(i)), 1000 + i);
+    assert.deepEqual(store.read('c').map((m) => m.data.toString()), Array.from({ length: Math.min(i + 1, limit) }, (_, k) => String(Math.max(0, i + 1 - limit) + k)));
+    if (i % 10 === 0) counts.push(store.count('c'));
+  }
+  assert.ok(counts.every((count) => count <= limit), 'count() is within --limit');
+  await store.close();
+  // Deleted in bulk: the rows kept never exceed the limit plus its slack (a quarter of it).
+  const kept = rows();
+  assert.ok(kept >= limit && kept <= limit + 25, `${kept} rows kept on disk`);
+  const reopened = new SqliteStore(file, limit, { historyBytes: 0 });
+  assert.deepEqual(reopened.read('c').map((m) => m.data.toString()), Array.from({ length: limit }, (_, k) => String(400 + k)));
+  await reopened.close();
+
+  // The byte cap likewise: 10 bytes each, a cap of 200 bytes keeps the newest 20 messages.
+  const capped = new SqliteStore(file, 1000, { historyBytes: 200 });
+  for (let i = 0; i < 300; i++) await capped.append('b', text(`m${String(i).padStart(9, '0')}`), 5000 + i);
+  assert.deepEqual(capped.read('b').map((m) => m.data.toString()), Array.from({ length: 20 }, (_, k) => `m${String(280 + k).padStart(9, '0')}`));
+  await capped.close();
+  const db = new Database(file, { readonly: true });
+  const bytes = db.prepare("SELECT coalesce(sum(length(data)), 0) FROM messages WHERE channel = 'b'").pluck().get() as number;
+  db.close();
+  assert.ok(bytes >= 200 && bytes <= 250 + 10, `${bytes} payload bytes kept on disk for a cap of 200`);
+});
+
 test('sqlite store drops channels idle past the expiry, except those kept', async (t) => {
   const store = new SqliteStore(path.join(tempDir(t), 'h.db'), 10);
   await Promise.all([

@@ -23,6 +23,12 @@ import { MESSAGE_OVERHEAD, overLimits, type HistoryLimits, type HistoryStore, ty
 
 /** Rows per transaction before a batch is committed without waiting for the turn to end. */
 const MAX_BATCH = 2_000;
+/**
+ * A channel's last activity is written when it is this much older than the stored one, not on
+ * every commit (the 30-day expiry does not need the millisecond; an update per turn costs more
+ * than the appends it goes with).
+ */
+const ACTIVITY_GRANULARITY_MS = 60_000;
 /** The read cache's smallest default budget. */
 const MIN_CACHE_BYTES = 64 * 1024 * 1024;
 
@@ -128,15 +134,28 @@ function channelBatch(now: number): ChannelBatch {
   return { messages: [], now, settled, resolve, reject };
 }
 
+/**
+ * What a channel's rows may exceed its limits by before the oldest are deleted, in one go: a read
+ * applies the limits itself (History.trim), so rows need not be deleted on every commit (two
+ * statements per channel and turn). A quarter of each limit, at least 16 rows.
+ */
+function overSlack(limits: HistoryLimits, count: number, bytes: number): boolean {
+  const rows = limits.limit + Math.max(16, Math.ceil(limits.limit / 4));
+  const payload = limits.historyBytes + Math.ceil(limits.historyBytes / 4);
+  return count > rows || (limits.historyBytes > 0 && count > 1 && bytes > payload);
+}
+
 /** What the database holds of a channel: its rows are seq next-count .. next-1. */
 interface ChannelState {
   next: number;
   count: number;
   bytes: number;
+  /** The last activity its channels row holds (see ACTIVITY_GRANULARITY_MS); undefined: no row yet. */
+  active: number | undefined;
 }
 
-/** A channel's part of a commit: its new state and how many of its oldest rows were trimmed. */
-type Outcome = { ok: true; state: ChannelState; trimmed: number } | { ok: false; error: unknown };
+/** A channel's part of a commit: its new state. */
+type Outcome = { ok: true; state: ChannelState } | { ok: false; error: unknown };
 
 export class SqliteStore implements HistoryStore {
   /** Transactions committed: all appends of a turn share one. */
@@ -156,7 +175,7 @@ export class SqliteStore implements HistoryStore {
   constructor(readonly file: string, limit: number, options: SqliteOptions = {}) {
     this.limits = { limit, historyBytes: options.historyBytes ?? 0 };
     const fullChannel = this.limits.historyBytes > 0 ? this.limits.historyBytes + limit * MESSAGE_OVERHEAD : 0;
-    this.cache = new ReadCache(options.cacheBytes ?? Math.max(MIN_CACHE_BYTES, fullChannel));
+    this.cache = new ReadCache(options.cacheBytes ?? Math.max(MIN_CACHE_BYTES, fullChannel), this.limits);
     this.db = openDatabase(file);
     this.statements = {
       insert: this.db.prepare('INSERT INTO messages (channel, seq, binary, data) VALUES (?, ?, ?, ?)'),
@@ -168,8 +187,8 @@ export class SqliteStore implements HistoryStore {
         'INSERT INTO channels (name, last_active, next_seq) VALUES (?, ?, ?) ' +
           'ON CONFLICT(name) DO UPDATE SET last_active = excluded.last_active, next_seq = excluded.next_seq',
       ),
-      channelSeq: this.db.prepare('SELECT next_seq FROM channels WHERE name = ?').pluck(),
-      channelSize: this.db.prepare('SELECT count(*), coalesce(sum(length(data)), 0) FROM messages WHERE channel = ?').raw(),
+      channelRow: this.db.prepare('SELECT next_seq, last_active FROM channels WHERE name = ?').raw(),
+      channelSize: this.db.prepare('SELECT count(*), coalesce(sum(length(data)), 0), coalesce(max(seq) + 1, 0) FROM messages WHERE channel = ?').raw(),
       read: this.db.prepare('SELECT binary, data FROM messages WHERE channel = ? ORDER BY seq').raw(),
       idle: this.db.prepare('SELECT name FROM channels WHERE last_active < ?').pluck(),
       dropMessages: this.db.prepare('DELETE FROM messages WHERE channel = ?'),
@@ -218,16 +237,15 @@ export class SqliteStore implements HistoryStore {
       for (const [binary, data] of this.statements.read.all(channel) as Array<[number, Buffer]>) {
         history.push({ data, binary: binary === 1 });
       }
+      history.trim(this.limits); // rows within the slack beyond the limits (see overSlack)
       this.cache.add(channel, history);
     }
     return history.toArray();
   }
 
   count(channel: string): number {
-    this.flush(); // as read(): appends called before count
-    const cached = this.cache.get(channel);
-    if (cached) return cached.size;
-    return (this.statements.channelSize.get(channel) as [number, number])[0];
+    // The limits apply to what is read, not to every row kept (see overSlack).
+    return this.read(channel).length;
   }
 
   expire(before: number, keep: (channel: string) => boolean): string[] {
@@ -290,21 +308,25 @@ export class SqliteStore implements HistoryStore {
         continue;
       }
       this.states.set(channel, outcome.state);
-      this.cache.committed(channel, batch.messages, outcome.trimmed);
+      this.cache.committed(channel, batch.messages);
       batch.resolve();
     }
   }
 
-  /** Inserts a channel's batch and trims it; works on a copy of its state, kept once committed. */
-  private appendChannel(channel: string, batch: ChannelBatch): { state: ChannelState; trimmed: number } {
+  /** Inserts a channel's batch (and trims it, see overSlack); works on a copy of its state, kept once committed. */
+  private appendChannel(channel: string, batch: ChannelBatch): { state: ChannelState } {
     const state = { ...this.stateOf(channel) };
     for (const message of batch.messages) {
       this.statements.insert.run(channel, state.next++, message.binary ? 1 : 0, message.data);
       state.count++;
       state.bytes += message.data.length;
     }
-    this.statements.upsertChannel.run(channel, batch.now, state.next);
-    return { state, trimmed: this.trim(channel, state) };
+    if (state.active === undefined || batch.now - state.active >= ACTIVITY_GRANULARITY_MS) {
+      this.statements.upsertChannel.run(channel, batch.now, state.next);
+      state.active = batch.now;
+    }
+    if (overSlack(this.limits, state.count, state.bytes)) this.trim(channel, state);
+    return { state };
   }
 
   /**
@@ -312,9 +334,8 @@ export class SqliteStore implements HistoryStore {
    * beyond --limit, in one go, then one by one while over the byte cap. Its rows are contiguous
    * (seq next-count .. next-1), so the first one to keep is a sequence number.
    */
-  private trim(channel: string, state: ChannelState): number {
-    const first = state.next - state.count;
-    let keep = first;
+  private trim(channel: string, state: ChannelState): void {
+    let keep = state.next - state.count;
     if (state.count > this.limits.limit) {
       keep += state.count - this.limits.limit;
       state.bytes -= this.statements.bytesBefore.get(channel, keep) as number;
@@ -330,14 +351,15 @@ export class SqliteStore implements HistoryStore {
       }
       this.statements.trim.run(channel, keep);
     }
-    return keep - first;
   }
 
   private stateOf(channel: string): ChannelState {
     let state = this.states.get(channel);
     if (!state) {
-      const [count, bytes] = this.statements.channelSize.get(channel) as [number, number];
-      state = { next: (this.statements.channelSeq.get(channel) as number | undefined) ?? 0, count, bytes };
+      const [count, bytes, afterLast] = this.statements.channelSize.get(channel) as [number, number, number];
+      const row = this.statements.channelRow.get(channel) as [number, number] | undefined;
+      // The row's next_seq is written with its activity only: the rows may be further on.
+      state = { next: Math.max(row?.[0] ?? 0, afterLast), count, bytes, active: row?.[1] };
       this.states.set(channel, state);
     }
     return state;
@@ -353,7 +375,7 @@ class ReadCache {
   private readonly entries = new Map<string, History>();
   private cost = 0;
 
-  constructor(private readonly budget: number) {}
+  constructor(private readonly budget: number, private readonly limits: HistoryLimits) {}
 
   get(channel: string): History | undefined {
     const history = this.entries.get(channel);
@@ -371,13 +393,13 @@ class ReadCache {
     this.evict();
   }
 
-  /** A commit appended `messages` to `channel` and trimmed its `trimmed` oldest: follow it. */
-  committed(channel: string, messages: Message[], trimmed: number): void {
+  /** A commit appended `messages` to `channel`: follow it, within the limits. */
+  committed(channel: string, messages: Message[]): void {
     const history = this.entries.get(channel);
     if (!history) return;
     this.cost -= costOf(history);
     for (const message of messages) history.push(message);
-    for (let i = 0; i < trimmed; i++) history.dropOldest();
+    history.trim(this.limits);
     if (costOf(history) > this.budget) {
       this.entries.delete(channel);
       return;
