@@ -143,7 +143,7 @@ export function buildProgram(): Command {
     .option('--redis <URL>', 'join the cluster that shares this Redis (redis:// or rediss://)')
     .option('--redis-cluster <URL>', 'join the cluster on this Redis Cluster: a seed node (redis:// or rediss://, password in the first), repeatable; channels spread over its shards', collect)
     .option('--workers <N>', 'processes sharing the port, each a cluster node; more than 1 needs --redis or --redis-cluster', integer, defaults.workers)
-    .option('--mqtt <URL>', 'bridge channels to this MQTT broker (mqtt://, mqtts://, ws://, wss://; user:password@ in the URL) [default: off]')
+    .option('--mqtt <URL>', 'bridge channels to this MQTT broker (mqtt://, mqtts://, ws://, wss://; user:password@ in the URL; on a cluster one node bridges each channel, MQTT 5) [default: off]')
     .option('--mqtt-prefix <P>', 'MQTT topic prefix: channel C is topic <P>C; empty or ending in /', defaults.mqttPrefix)
     .option('--admin-port <PORT>', '/metrics, /healthz and the HTTP API (/api/*, with MLES_API_KEY) [default: off]', integer)
     .option('--admin-host <ADDR>', 'bind address of --admin-port', defaults.adminHost)

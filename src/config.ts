@@ -251,8 +251,13 @@ export function resolveConfig(input: Partial<Config> = {}): Config {
   }
   if (config.mqtt !== undefined) checkMqttUrl(config.mqtt);
   checkMqttPrefix(config.mqttPrefix);
-  if (clustered && config.mqtt !== undefined) {
-    throw new ConfigError('--mqtt', 'the MQTT bridge is not available in cluster mode (--redis, --redis-cluster) yet');
+  // A cluster's nodes tell each other's publications by an MQTT 5 user property; worker processes
+  // share the URL, and each needs a client id of its own (the default has one).
+  if (clustered && config.mqtt !== undefined && new URL(config.mqtt).searchParams.get('protocolVersion') === '4') {
+    throw new ConfigError('--mqtt', 'cluster mode (--redis, --redis-cluster) needs MQTT 5: remove ?protocolVersion=4');
+  }
+  if (config.workers > 1 && config.mqtt !== undefined && new URL(config.mqtt).searchParams.has('clientId')) {
+    throw new ConfigError('--mqtt', '?clientId= would be the same for every worker: leave it out with --workers');
   }
   if (config.history !== 'memory' && !/^sqlite:.+/.test(config.history)) {
     throw new ConfigError('--history', `"${config.history}" must be "memory" or "sqlite:<path>"`);

@@ -136,6 +136,8 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
     url: config.mqtt!,
     prefix: config.mqttPrefix,
     clientId: mqttBridge.defaultMqttClientId(listener.port),
+    // A cluster's nodes mark their publications alike: none takes in what another published.
+    bridgeId: cluster && mqttBridge.clusterBridgeId(config.redis !== undefined ? [config.redis] : config.redisCluster),
     maxBuffered: config.maxBuffered,
     maxMessageSize: config.maxMessageSize,
   }, log);

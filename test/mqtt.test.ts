@@ -9,10 +9,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { IClientOptions } from 'mqtt';
 import { startServer, runCli, type RunningServer } from './helpers/server.js';
 import { TestClient } from './helpers/client.js';
-import { requireMosquitto, startMosquitto, type RunningMosquitto } from './helpers/mosquitto.js';
+import { MqttPeer, requireMosquitto, startMosquitto, type RunningMosquitto } from './helpers/mosquitto.js';
 import { hasProgram } from './helpers/programs.js';
 
 const T = { timeout: 60_000 };
@@ -34,51 +34,6 @@ after(async () => {
 function needBroker(t: TestContext): RunningMosquitto | undefined {
   if (!requireMosquitto(t)) return undefined;
   return broker!;
-}
-
-interface Publication {
-  topic: string;
-  payload: Buffer;
-  text: string;
-  packet: IPublishPacket;
-}
-
-/** An MQTT client of the test that records what it receives and lets the test wait for it. */
-class MqttPeer {
-  readonly received: Publication[] = [];
-  private waiters: Array<() => void> = [];
-
-  private constructor(readonly client: MqttClient) {
-    client.on('message', (topic, payload, packet) => {
-      this.received.push({ topic, payload, text: payload.toString(), packet });
-      for (const wake of this.waiters.splice(0)) wake();
-    });
-  }
-
-  static async connect(url: string, options: IClientOptions = {}): Promise<MqttPeer> {
-    return new MqttPeer(await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 100, ...options }));
-  }
-
-  async subscribe(topic: string): Promise<void> {
-    await this.client.subscribeAsync(topic, { qos: 1 });
-  }
-
-  async publish(topic: string, payload: string | Buffer): Promise<void> {
-    await this.client.publishAsync(topic, payload, { qos: 1 });
-  }
-
-  /** Waits until a received message satisfies `found`. */
-  async waitFor(found: (p: Publication) => boolean): Promise<void> {
-    while (!this.received.some(found)) await new Promise<void>((resolve) => this.waiters.push(resolve));
-  }
-
-  texts(topic: string): string[] {
-    return this.received.filter((p) => p.topic === topic).map((p) => p.text);
-  }
-
-  async close(): Promise<void> {
-    await this.client.endAsync(true);
-  }
 }
 
 async function bridged(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningServer> {
@@ -291,20 +246,93 @@ test('channel names that cannot be topics are not bridged, and logged once; "/" 
   assert.deepEqual([...new Set(published)].sort(), ['names/caf\u00e9', 'names/home/kitchen'], 'nothing from the unbridgeable channels');
 });
 
-test('over the broker\'s websockets listener (ws://)', T, async (t) => {
+test('over websockets (ws://), TLS (mqtts://) and websockets over TLS (wss://), with a private CA', T, async (t) => {
   const mosquitto = needBroker(t);
   if (!mosquitto) return;
-  const server = await bridged(['--mqtt', `${mosquitto.wsUrl}/mqtt`, '--mqtt-prefix', 'ws/']);
-  t.after(() => server.stop());
   const watcher = await MqttPeer.connect(mosquitto.url);
   t.after(() => watcher.close());
-  await watcher.subscribe('ws/#');
-  const alice = await TestClient.join(server.url, 'alice', 'web');
+  await watcher.subscribe('tr/#');
+  // The broker's certificate is its own CA; the server trusts it as an operator would.
+  const trusted = { NODE_EXTRA_CA_CERTS: mosquitto.caFile };
+  const transports: Array<[string, string]> = [
+    ['ws', `${mosquitto.wsUrl}/mqtt`], ['mqtts', mosquitto.tlsUrl], ['wss', `${mosquitto.wssUrl}/mqtt`],
+  ];
+  for (const [name, url] of transports) {
+    const server = await bridged(['--mqtt', url, '--mqtt-prefix', 'tr/'], trusted);
+    t.after(() => server.stop());
+    const alice = await TestClient.join(server.url, 'alice', name);
+    t.after(() => alice.close());
+    alice.send(`over ${name}`);
+    await watcher.waitFor((p) => p.topic === `tr/${name}` && p.text === `over ${name}`);
+    await watcher.publish(`tr/${name}`, `back over ${name}`);
+    await received(alice, `back over ${name}`);
+    assert.deepEqual(alice.texts(), [`back over ${name}`]);
+  }
+  // Without the CA the broker's certificate is refused, and said so.
+  const untrusted = await startServer([...MEMORY, '--mqtt', mosquitto.tlsUrl]);
+  t.after(() => untrusted.stop());
+  await untrusted.waitForLog(/"error":"self-signed certificate".*"msg":"MQTT connection failed; retrying"/);
+});
+
+test('a repeated payload is a message every time, both ways (a sensor\'s "on", "off", "on", the same reading twice)', T, async (t) => {
+  const mosquitto = needBroker(t);
+  if (!mosquitto) return;
+  const server = await bridged(['--mqtt', mosquitto.url, '--mqtt-prefix', 'repeat/']);
+  t.after(() => server.stop());
+  const alice = await TestClient.join(server.url, 'alice', 'switch');
   t.after(() => alice.close());
-  alice.send('over websockets');
-  await watcher.waitFor((p) => p.topic === 'ws/web' && p.text === 'over websockets');
-  await watcher.publish('ws/web', 'and back');
-  await received(alice, 'and back');
+  const sensor = await MqttPeer.connect(mosquitto.url);
+  t.after(() => sensor.close());
+  await sensor.subscribe('repeat/#');
+
+  const readings = ['on', 'on', 'off', 'on', '21.5', '21.5', '21.5'];
+  for (const reading of readings) await sensor.publish('repeat/switch', reading);
+  await sensor.publish('repeat/switch', 'sensor:end');
+  await received(alice, 'sensor:end');
+  assert.deepEqual(alice.texts(), [...readings, 'sensor:end'], 'every publication, in order');
+
+  for (let i = 0; i < 3; i++) alice.send('same');
+  alice.send('on'); // also what MQTT sent a moment ago
+  alice.send('alice:end');
+  await sensor.waitFor((p) => p.text === 'alice:end');
+  assert.deepEqual(sensor.texts('repeat/switch'), [...readings, 'sensor:end', 'same', 'same', 'same', 'on', 'alice:end']);
+  // None of alice's came back into the channel: a marker after them is the next thing she gets.
+  await sensor.publish('repeat/switch', 'sensor:flush');
+  await received(alice, 'sensor:flush');
+  assert.deepEqual(alice.texts().slice(readings.length + 1), ['sensor:flush']);
+
+  // The price (docs/mqtt.md): a device's message with the bytes of one the bridge published is
+  // taken for that message come back by a peer link, once per publication; later ones are new.
+  await sensor.publish('repeat/switch', 'on');
+  await sensor.publish('repeat/switch', 'on');
+  await sensor.publish('repeat/switch', 'sensor:end2');
+  await received(alice, 'sensor:end2');
+  assert.deepEqual(alice.texts().slice(readings.length + 2), ['on', 'sensor:end2']);
+});
+
+test('what carries the bridge\'s own mark is not taken in, also where the broker does not apply No Local', T, async (t) => {
+  const mosquitto = needBroker(t);
+  if (!mosquitto) return;
+  const server = await bridged(['--mqtt', `${mosquitto.url}?clientId=marked-bridge`, '--mqtt-prefix', 'mark/']);
+  t.after(() => server.stop());
+  const alice = await TestClient.join(server.url, 'alice', 'room');
+  t.after(() => alice.close());
+  const watcher = await MqttPeer.connect(mosquitto.url);
+  t.after(() => watcher.close());
+  await watcher.subscribe('mark/#');
+
+  alice.send('from alice');
+  await watcher.waitFor((p) => p.text === 'from alice');
+  const mark = watcher.received.find((p) => p.text === 'from alice')!.packet.properties?.userProperties;
+  assert.deepEqual({ ...mark }, { 'mles-bridge': 'marked-bridge' }, 'each publication names its bridge');
+  // As if the bridge's publication came back by a path No Local does not cover (another
+  // broker's bridge): dropped. Another bridge's mark, or none, is taken in.
+  const as = (bridge: string): IClientOptions['properties'] => ({ userProperties: { 'mles-bridge': bridge } });
+  await watcher.client.publishAsync('mark/room', 'own mark', { qos: 1, properties: as('marked-bridge') });
+  await watcher.client.publishAsync('mark/room', 'other mark', { qos: 1, properties: as('another-bridge') });
+  await watcher.publish('mark/room', 'no mark');
+  await received(alice, 'no mark');
+  assert.deepEqual(alice.texts(), ['other mark', 'no mark']);
 });
 
 test('a loop: two peer-linked servers bridged to one broker give members each message once', T, async (t) => {
@@ -365,7 +393,8 @@ test('--mqtt and --mqtt-prefix are validated at start-up, the password never sho
     [['--mqtt', 'mqtt://127.0.0.1?qos=2'], /^error: --mqtt: unknown URL parameter "qos"/],
     [['--mqtt', 'mqtt://127.0.0.1', '--mqtt-prefix', 'mles'], /^error: --mqtt-prefix: "mles" must end with \//],
     [['--mqtt', 'mqtt://127.0.0.1', '--mqtt-prefix', 'a/+/'], /^error: --mqtt-prefix: .*must not contain \+, # or NUL/],
-    [['--mqtt', 'mqtt://127.0.0.1', '--redis', 'redis://127.0.0.1:1'], /^error: --mqtt: .*not available in cluster mode \(--redis, --redis-cluster\)/],
+    [['--mqtt', 'mqtt://127.0.0.1?protocolVersion=4', '--redis', 'redis://127.0.0.1:1'], /^error: --mqtt: cluster mode \(--redis, --redis-cluster\) needs MQTT 5/],
+    [['--mqtt', 'mqtt://127.0.0.1?clientId=x', '--redis', 'redis://127.0.0.1:1', '--workers', '2'], /^error: --mqtt: \?clientId= would be the same for every worker/],
   ];
   const results = await Promise.all(cases.map(([args]) => runCli(['--history', 'memory', '--port', '0', ...args])));
   results.forEach((result, i) => {

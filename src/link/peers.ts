@@ -1,11 +1,11 @@
 // Peer links for every channel that has local users: opened when a channel gains its first
 // user, closed when it loses its last (spec section 8, issue 5). On a cluster one node holds a
-// channel's links at a time (Hub.claimLinks); a node with users that does not hold them asks
-// again now and then, so the links move on when their node's users leave or the node dies.
+// channel's links at a time (src/link/link-claim.ts), and they move on when it lets go or dies.
 
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Hub } from '../hub/hub.js';
+import { LinkClaim } from './link-claim.js';
 import { PeerLink, type LinkOptions } from './peer-link.js';
 
 export type PeerTuning = Pick<LinkOptions, 'replayQuietMs' | 'replayMaxMs' | 'backoffMinMs' | 'backoffMaxMs'>;
@@ -34,10 +34,9 @@ export interface PeersOptions extends PeerTuning {
 }
 
 interface Linked {
+  claim: LinkClaim;
   /** Links open, or undefined while another node holds them (or the claim is on its way). */
   links: PeerLink[] | undefined;
-  claiming: boolean;
-  retry: NodeJS.Timeout | undefined;
 }
 
 export class PeerLinks {
@@ -55,44 +54,31 @@ export class PeerLinks {
     if (this.closed) return;
     const linked = this.channels.get(channel);
     if (users > 0 && !linked) {
-      const created: Linked = { links: undefined, claiming: false, retry: undefined };
+      const created: Linked = {
+        claim: new LinkClaim(this.hub, channel, 'links', this.options.retryMs, () => (created.links = this.open(channel)), this.log),
+        links: undefined,
+      };
       this.channels.set(channel, created);
-      this.claim(channel, created);
+      created.claim.follow();
     } else if (users === 0 && linked) {
       this.channels.delete(channel);
-      this.stop(channel, linked);
+      this.stop(linked);
     }
   }
 
-  private claim(channel: string, linked: Linked): void {
-    linked.claiming = true;
-    Promise.resolve(this.hub.claimLinks(channel)).then((won) => {
-      linked.claiming = false;
-      if (this.channels.get(channel) !== linked) {
-        if (won) this.hub.releaseLinks(channel); // its users left meanwhile
-        return;
-      }
-      if (won) return this.open(channel, linked);
-      linked.retry = setTimeout(() => this.claim(channel, linked), this.options.retryMs);
-      linked.retry.unref();
-    }, (error: unknown) => this.log.warn({ err: error, channel }, 'peer links not claimed'));
-  }
-
-  private open(channel: string, linked: Linked): void {
+  private open(channel: string): PeerLink[] {
     const { peers, retryMs: _retry, ...shared } = this.options;
-    linked.links = peers.map((url) => new PeerLink(this.hub, { ...shared, url, channel }, this.log));
+    return peers.map((url) => new PeerLink(this.hub, { ...shared, url, channel }, this.log));
   }
 
-  private stop(channel: string, linked: Linked): void {
-    clearTimeout(linked.retry);
-    if (!linked.links) return; // not held here; a claim on its way releases itself
-    for (const link of linked.links) link.close();
-    this.hub.releaseLinks(channel);
+  private stop(linked: Linked): void {
+    for (const link of linked.links ?? []) link.close();
+    linked.claim.release();
   }
 
   close(): void {
     this.closed = true;
-    for (const [channel, linked] of this.channels) this.stop(channel, linked);
+    for (const linked of this.channels.values()) this.stop(linked);
     this.channels.clear();
   }
 }

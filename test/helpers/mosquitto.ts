@@ -1,12 +1,16 @@
-// A real Mosquitto broker (Debian package mosquitto) on a free loopback port, configured by a
-// file in its own temporary directory. It keeps sessions across a graceful restart (persistence
-// in that directory), so a test client's queued messages survive `restart()` as on a real broker.
+// A real Mosquitto broker (Debian package mosquitto) on free loopback ports, configured by a
+// file in its own temporary directory: MQTT, MQTT over TLS, websockets and websockets over TLS,
+// the TLS listeners with a certificate made for this run (openssl) in that directory. It keeps
+// sessions across a graceful restart (persistence in that directory), so a test client's queued
+// messages survive `restart()` as on a real broker.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import { selfSignedCertificate, type TestCertificate } from './certs.js';
 import { freePort } from './ports.js';
 import { requirePrograms } from './programs.js';
 
@@ -15,6 +19,12 @@ export interface RunningMosquitto {
   url: string;
   /** ws://127.0.0.1:<port>, the websockets listener. */
   wsUrl: string;
+  /** mqtts://127.0.0.1:<port>, MQTT over TLS. */
+  tlsUrl: string;
+  /** wss://127.0.0.1:<port>, websockets over TLS. */
+  wssUrl: string;
+  /** The TLS listeners' certificate (self-signed for 127.0.0.1 and localhost): the CA to trust. */
+  caFile: string;
   port: number;
   /** Stops it: SIGTERM saves its sessions (a restart resumes them), SIGKILL is a crash. */
   kill(signal?: NodeJS.Signals): Promise<void>;
@@ -29,13 +39,27 @@ export function requireMosquitto(t: TestContext): boolean {
   return requirePrograms(t, 'mosquitto', ['mosquitto']);
 }
 
-function configText(port: number, wsPort: number, dir: string): string {
+interface Ports {
+  mqtt: number;
+  ws: number;
+  tls: number;
+  wss: number;
+}
+
+function configText(ports: Ports, certificate: TestCertificate, dir: string): string {
+  const tls = [`certfile ${certificate.certFile}`, `keyfile ${certificate.keyFile}`];
   return [
     // Run as root (CI), mosquitto would switch to its own user, which cannot write `dir`.
     ...(process.getuid?.() === 0 ? ['user root'] : []),
-    `listener ${port} 127.0.0.1`,
-    `listener ${wsPort} 127.0.0.1`,
+    // Each listener's settings follow its `listener` line.
+    `listener ${ports.mqtt} 127.0.0.1`,
+    `listener ${ports.ws} 127.0.0.1`,
     'protocol websockets',
+    `listener ${ports.tls} 127.0.0.1`,
+    ...tls,
+    `listener ${ports.wss} 127.0.0.1`,
+    'protocol websockets',
+    ...tls,
     'allow_anonymous true',
     'persistence true',
     `persistence_location ${dir}${path.sep}`,
@@ -47,6 +71,13 @@ function configText(port: number, wsPort: number, dir: string): string {
     'log_type information',
     '',
   ].join('\n');
+}
+
+/** `count` distinct ports that were free a moment ago. */
+async function freePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
 }
 
 async function launch(config: string): Promise<ChildProcess> {
@@ -80,16 +111,18 @@ async function kill(proc: ChildProcess, signal: NodeJS.Signals): Promise<void> {
 
 export async function startMosquitto(): Promise<RunningMosquitto> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-test-mosquitto-'));
-  const port = await freePort();
-  let wsPort = await freePort();
-  while (wsPort === port) wsPort = await freePort();
+  const [mqtt, ws, tls, wss] = await freePorts(4) as [number, number, number, number];
+  const certificate = selfSignedCertificate(dir, 'mosquitto', ['localhost'], ['127.0.0.1']);
   const config = path.join(dir, 'mosquitto.conf');
-  fs.writeFileSync(config, configText(port, wsPort, dir));
+  fs.writeFileSync(config, configText({ mqtt, ws, tls, wss }, certificate, dir));
   let proc = await launch(config);
   return {
-    url: `mqtt://127.0.0.1:${port}`,
-    wsUrl: `ws://127.0.0.1:${wsPort}`,
-    port,
+    url: `mqtt://127.0.0.1:${mqtt}`,
+    wsUrl: `ws://127.0.0.1:${ws}`,
+    tlsUrl: `mqtts://127.0.0.1:${tls}`,
+    wssUrl: `wss://127.0.0.1:${wss}`,
+    caFile: certificate.certFile,
+    port: mqtt,
     kill: (signal = 'SIGTERM') => kill(proc, signal),
     async start() {
       proc = await launch(config);
@@ -99,4 +132,49 @@ export async function startMosquitto(): Promise<RunningMosquitto> {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+export interface Publication {
+  topic: string;
+  payload: Buffer;
+  text: string;
+  packet: IPublishPacket;
+}
+
+/** An MQTT client of the test that records what it receives and lets the test wait for it. */
+export class MqttPeer {
+  readonly received: Publication[] = [];
+  private waiters: Array<() => void> = [];
+
+  private constructor(readonly client: MqttClient) {
+    client.on('message', (topic, payload, packet) => {
+      this.received.push({ topic, payload, text: payload.toString(), packet });
+      for (const wake of this.waiters.splice(0)) wake();
+    });
+  }
+
+  static async connect(url: string, options: IClientOptions = {}): Promise<MqttPeer> {
+    return new MqttPeer(await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 100, ...options }));
+  }
+
+  async subscribe(topic: string): Promise<void> {
+    await this.client.subscribeAsync(topic, { qos: 1 });
+  }
+
+  async publish(topic: string, payload: string | Buffer): Promise<void> {
+    await this.client.publishAsync(topic, payload, { qos: 1 });
+  }
+
+  /** Waits until a received message satisfies `found`. */
+  async waitFor(found: (p: Publication) => boolean): Promise<void> {
+    while (!this.received.some(found)) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  texts(topic: string): string[] {
+    return this.received.filter((p) => p.topic === topic).map((p) => p.text);
+  }
+
+  async close(): Promise<void> {
+    await this.client.endAsync(true);
+  }
 }
