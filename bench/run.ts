@@ -9,6 +9,7 @@ import { DEFAULT_TARGETS, TARGETS, TARGET_NAMES, type Target, type TargetName } 
 import { ROOT, type ServerProcess } from './targets/process.js';
 import { buildCases, DEFAULT_SCENARIOS, DELIVERIES_IN_FLIGHT, SCENARIO_NAMES, type Case, type Rate, type ScenarioName, type Settings } from './scenarios/index.js';
 import { GeneratorPool } from './generator-pool.js';
+import { makeCertificate, type BenchTls } from './tls.js';
 import { describeMachine, renderTable, resultsDir, writeResults, type BenchReport, type CaseResult, type TargetResult } from './report.js';
 
 /** Defaults of a full run, and of --quick (which must finish within a minute on 2 cores). */
@@ -84,6 +85,7 @@ interface Flags {
   churnChannels?: number;
   churnSeconds?: number;
   out?: string;
+  tls?: boolean;
 }
 
 function program(): Command {
@@ -110,6 +112,7 @@ function program(): Command {
     .option('--churn-seconds <s>', `churn: no session starts after this many seconds of the measured run; also the longest wait for RSS to come back [${PROFILES.full.churnSeconds}; quick ${PROFILES.quick.churnSeconds}]`, seconds)
     .option('--seed <n>', 'many-channels: seed of the channel sizes', whole(0), 1)
     .option('--mles-history <store>', 'history store of this server: memory or sqlite (a fresh file per case)', storeKind, 'memory')
+    .option('--tls', 'every case over wss:// with a certificate made for the run (openssl); targets without TLS are n/a')
     .option('--out <dir>', 'results folder [bench/results, whose latest.svg is the committed chart; with --quick a temporary folder, so that a quick run leaves the working tree as it was: give --out bench/results to update the chart from one]');
 }
 
@@ -143,15 +146,16 @@ function log(line: string): void {
 }
 
 /** One case against one target, on a server started for it alone. */
-async function runCase(item: Case, target: Target, settings: Settings, pool: GeneratorPool): Promise<TargetResult> {
+async function runCase(item: Case, target: Target, settings: Settings, pool: GeneratorPool, tls: BenchTls | undefined): Promise<TargetResult> {
   const base = { target: target.name, label: target.label };
   const unavailable = target.unavailable();
   if (unavailable) return { ...base, status: 'skipped', note: unavailable };
+  if (tls && !target.tls) return { ...base, status: 'n/a', note: 'no TLS variant in this benchmark' };
   const notApplicable = item.notApplicable(target.name);
   if (notApplicable) return { ...base, status: 'n/a', note: notApplicable };
   let server: ServerProcess | undefined;
   try {
-    server = await target.start({ historyLimit: settings.historyMessages, mlesHistory: settings.mlesHistory });
+    server = await target.start({ historyLimit: settings.historyMessages, mlesHistory: settings.mlesHistory, tls });
     const metrics = await item.run(target.name, server, pool);
     const crash = server.crash();
     if (crash) return { ...base, status: 'failed', note: crash };
@@ -164,13 +168,14 @@ async function runCase(item: Case, target: Target, settings: Settings, pool: Gen
 }
 
 /** Every case against every target, in that order, so that the targets of a case run close in time. */
-async function runAll(cases: Case[], targets: TargetName[], settings: Settings, pool: GeneratorPool, report: BenchReport): Promise<void> {
+async function runAll(cases: Case[], targets: TargetName[], settings: Settings, pool: GeneratorPool, report: BenchReport, tls: BenchTls | undefined): Promise<void> {
   for (const item of cases) {
-    const result: CaseResult = { scenario: item.scenario, title: item.title, params: item.params, notes: item.notes, results: [] };
-    log(`== ${item.title}`);
+    const title = tls ? `${item.title} over TLS` : item.title;
+    const result: CaseResult = { scenario: item.scenario, title, params: { ...item.params, ...(tls ? { tls: 'wss' } : {}) }, notes: item.notes, results: [] };
+    log(`== ${title}`);
     for (const name of targets) {
       const caseStarted = performance.now();
-      const outcome = await runCase(item, TARGETS[name], settings, pool);
+      const outcome = await runCase(item, TARGETS[name], settings, pool, tls);
       result.results.push(outcome);
       const seconds = ((performance.now() - caseStarted) / 1000).toFixed(1);
       log(`   ${outcome.label}: ${outcome.status}${outcome.note ? ` (${outcome.note})` : ''} ${seconds} s`);
@@ -193,10 +198,12 @@ async function main(): Promise<number> {
     cases: [],
   };
   const started = performance.now();
+  // Before the generators are forked: they trust the certificate from their start.
+  const tls = flags.tls ? makeCertificate() : undefined;
   const pool = new GeneratorPool();
   pool.use(settings.generators); // forked now, while the first server starts
   try {
-    await runAll(buildCases(settings), flags.targets, settings, pool, report);
+    await runAll(buildCases(settings), flags.targets, settings, pool, report, tls);
   } finally {
     await pool.close();
   }

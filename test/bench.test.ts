@@ -18,7 +18,7 @@ import { CpuWindow } from '../bench/measure.js';
 
 /** The Debian package (and program) a target needs, where it needs one. */
 const PROGRAMS: Partial<Record<TargetName, string>> = {
-  mosquitto: 'mosquitto', 'mles-cluster1': 'redis-server', 'mles-cluster2': 'redis-server',
+  mosquitto: 'mosquitto', 'mles-cluster1': 'redis-server', 'mles-cluster2': 'redis-server', 'mles-rcluster2': 'redis-server',
 };
 
 function runBench(args: string[]): Promise<Finished> {
@@ -132,6 +132,25 @@ test('npm run bench -- --quick, tiny: a result per target, no loss at a low fixe
         assert.ok(joins.metrics!.medianMs > 0, `join ${joins.metrics!.medianMs}`);
       }
     });
+  }
+});
+
+test('npm run bench -- --tls: every case over wss:// with a certificate made for the run; a target without TLS is n/a', async (t) => {
+  if (!requirePrograms(t, 'openssl mosquitto', ['openssl', 'mosquitto'])) return;
+  const report = await benchReport(t, [
+    '--quick', '--tls', '--targets', 'mles,ws,socketio,mosquitto', '--scenarios', 'fanout', '--rate', '200', '--subscribers', '5',
+    '--warmup', '0.2', '--duration', '0.5',
+  ]);
+  const [fanout] = report.cases;
+  assert.match(fanout!.title, /over TLS$/);
+  for (const result of fanout!.results) {
+    if (result.target === 'socketio') {
+      assert.equal(result.status, 'n/a');
+      continue;
+    }
+    assert.equal(result.status, 'ok', `${result.target}: ${result.note}`);
+    assert.equal(result.metrics!.lost, 0, result.target);
+    assert.ok(result.metrics!.delivered > 0, result.target);
   }
 });
 

@@ -8,6 +8,17 @@ import { startMles } from './mles.js';
 import { startMlesCluster } from './mles-cluster.js';
 import { mosquittoVersion, startMosquitto } from './mosquitto.js';
 import { startAnnounced, projectNode, type ServerProcess } from './process.js';
+import type { BenchTls } from '../tls.js';
+
+/** This server's flags for a certificate of its own. */
+function tlsFlags(tls: BenchTls | undefined): string[] {
+  return tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
+}
+
+/** How the bare relay is told to serve wss:// (see ws-relay.ts). */
+function tlsEnv(tls: BenchTls | undefined): NodeJS.ProcessEnv {
+  return tls ? { BENCH_TLS_CERT: tls.cert, BENCH_TLS_KEY: tls.key } : {};
+}
 
 export const TARGET_NAMES = ['mles', 'ws', 'socketio', 'mosquitto', 'mles-cluster1', 'mles-cluster2', 'mles-rcluster2'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
@@ -19,6 +30,8 @@ export interface StartOptions {
   historyLimit: number;
   /** This server's history store: memory, or SQLite in a fresh temporary file. */
   mlesHistory: 'memory' | 'sqlite';
+  /** --tls: serve wss:// with this certificate. */
+  tls?: BenchTls | undefined;
 }
 
 export interface Target {
@@ -26,6 +39,8 @@ export interface Target {
   readonly label: string;
   /** Why this target cannot run on this machine, or undefined if it can. */
   unavailable(): string | undefined;
+  /** Whether it has a wss:// variant (--tls). */
+  readonly tls: boolean;
   start(options: StartOptions): Promise<ServerProcess>;
 }
 
@@ -33,11 +48,12 @@ const mles: Target = {
   name: 'mles',
   label: 'mles (this server)',
   unavailable: () => undefined,
-  start: ({ historyLimit, mlesHistory }) => {
+  tls: true,
+  start: ({ historyLimit, mlesHistory, tls }) => {
     const dir = mlesHistory === 'sqlite' ? fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-')) : undefined;
     const history = dir ? `sqlite:${path.join(dir, 'history.db')}` : 'memory';
     const cleanup = dir ? () => fs.rmSync(dir, { recursive: true, force: true }) : undefined;
-    return startMles('mles', historyLimit, ['--history', history], cleanup);
+    return startMles('mles', historyLimit, ['--history', history, ...tlsFlags(tls)], cleanup);
   },
 };
 
@@ -55,7 +71,8 @@ function mlesCluster(workers: 1 | 2, on: 'redis' | 'redis-cluster'): Target {
       if (on === 'redis-cluster' && !hasProgram('redis-cli')) return 'redis-cli not found: apt-get install redis-tools';
       return undefined;
     },
-    start: ({ historyLimit }) => startMlesCluster(workers, on, historyLimit),
+    tls: true,
+    start: ({ historyLimit, tls }) => startMlesCluster(workers, on, historyLimit, tlsFlags(tls)),
   };
 }
 
@@ -63,13 +80,15 @@ const ws: Target = {
   name: 'ws',
   label: 'ws relay',
   unavailable: () => undefined,
-  start: () => startAnnounced('ws relay', projectNode('bench/targets/ws-relay.ts')),
+  tls: true,
+  start: ({ tls }) => startAnnounced('ws relay', { ...projectNode('bench/targets/ws-relay.ts'), env: { ...process.env, ...tlsEnv(tls) } }),
 };
 
 const socketio: Target = {
   name: 'socketio',
   label: 'Socket.IO 4',
   unavailable: () => undefined,
+  tls: false,
   start: () => startAnnounced('Socket.IO', projectNode('bench/targets/socketio-server.ts')),
 };
 
@@ -81,7 +100,8 @@ const mosquitto: Target = {
     return (mosquittoLabel ??= `Mosquitto ${mosquittoVersion() ?? ''}`.trim());
   },
   unavailable: () => (hasProgram('mosquitto') ? undefined : 'mosquitto not found: apt-get install mosquitto'),
-  start: () => startMosquitto(),
+  tls: true,
+  start: ({ tls }) => startMosquitto(tls),
 };
 
 export const TARGETS: Record<TargetName, Target> = {

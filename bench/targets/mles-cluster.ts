@@ -66,10 +66,10 @@ async function startRedisClusterBroker(): Promise<RunningBroker> {
   };
 }
 
-export async function startMlesCluster(workers: number, on: 'redis' | 'redis-cluster', historyLimit: number): Promise<ServerProcess> {
+export async function startMlesCluster(workers: number, on: 'redis' | 'redis-cluster', historyLimit: number, flags: string[] = []): Promise<ServerProcess> {
   const broker = on === 'redis' ? await startRedisServer() : await startRedisClusterBroker();
   try {
-    const mles = await startMles(`mles cluster (${workers} workers, ${on})`, historyLimit, [...broker.flags, '--workers', String(workers), '--history', 'memory']);
+    const mles = await startMles(`mles cluster (${workers} workers, ${on})`, historyLimit, [...broker.flags, '--workers', String(workers), '--history', 'memory', ...flags]);
     return {
       pid: mles.pid,
       url: mles.url,

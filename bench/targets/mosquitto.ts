@@ -8,6 +8,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { freePort } from '../../test/helpers/ports.js';
 import { startOnPort, type ServerProcess } from './process.js';
+import type { BenchTls } from '../tls.js';
 
 /** The version line of the installed mosquitto, or undefined if it is not installed. */
 export function mosquittoVersion(): string | undefined {
@@ -22,43 +23,46 @@ export function mosquittoVersion(): string | undefined {
   return 'unknown';
 }
 
-function config(wsPort: number, mqttPort: number): string {
+function config(wsPort: number, mqttPort: number, tls: BenchTls | undefined): string {
   return [
     'per_listener_settings false',
     'allow_anonymous true',
     'persistence false',
+    // Run as root, mosquitto would switch to its own user, which cannot read the temporary key.
+    ...(process.getuid?.() === 0 ? ['user root'] : []),
     'log_dest stderr',
     'log_type error',
     'log_type warning',
     `listener ${wsPort} 127.0.0.1`,
     'protocol websockets',
     'socket_domain ipv4',
+    ...(tls ? [`certfile ${tls.cert}`, `keyfile ${tls.key}`] : []),
     `listener ${mqttPort} 127.0.0.1`,
     'protocol mqtt',
     '',
   ].join('\n');
 }
 
-async function startOnce(): Promise<ServerProcess> {
+async function startOnce(tls: BenchTls | undefined): Promise<ServerProcess> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-mosquitto-'));
   const file = path.join(dir, 'mosquitto.conf');
   const wsPort = await freePort();
   let mqttPort = await freePort();
   while (mqttPort === wsPort) mqttPort = await freePort();
-  fs.writeFileSync(file, config(wsPort, mqttPort));
+  fs.writeFileSync(file, config(wsPort, mqttPort, tls));
   // Mosquitto does not raise its own open-files limit; the idle scenario holds thousands.
   return startOnPort('mosquitto', {
     command: 'sh',
     args: ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec mosquitto -c "$0"', file],
     cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
-  }, wsPort, `ws://127.0.0.1:${wsPort}`);
+  }, wsPort, `${tls ? 'wss' : 'ws'}://127.0.0.1:${wsPort}`);
 }
 
 /** Starts mosquitto, trying again if another program took one of its ports meanwhile. */
-export async function startMosquitto(attempts = 3): Promise<ServerProcess> {
+export async function startMosquitto(tls?: BenchTls, attempts = 3): Promise<ServerProcess> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce();
+      return await startOnce(tls);
     } catch (error) {
       if (attempt >= attempts) throw error;
     }

@@ -1,11 +1,19 @@
 // The floor people compare against: a bare relay written with `ws`. A client's room is its URL
 // path; every message goes to every other member of the room, nothing else (no join frame, no
-// history, no limits). Prints `listening on <url>` once it accepts connections.
+// history, no limits). Prints `listening on <url>` once it accepts connections. With
+// BENCH_TLS_CERT and BENCH_TLS_KEY (PEM files) it serves wss:// from Node's https server.
 
+import fs from 'node:fs';
+import https from 'node:https';
 import { WebSocketServer, type WebSocket } from 'ws';
 
 const rooms = new Map<string, Set<WebSocket>>();
-const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, clientTracking: false });
+const certFile = process.env.BENCH_TLS_CERT;
+const keyFile = process.env.BENCH_TLS_KEY;
+const server = certFile && keyFile ? https.createServer({ cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) }) : undefined;
+const wss = server
+  ? new WebSocketServer({ server, perMessageDeflate: false, clientTracking: false })
+  : new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, clientTracking: false });
 
 wss.on('connection', (ws, req) => {
   const name = req.url ?? '/';
@@ -23,7 +31,14 @@ wss.on('connection', (ws, req) => {
   ws.on('error', () => ws.terminate());
 });
 
-wss.on('listening', () => {
-  const { port } = wss.address() as { port: number };
-  process.stdout.write(`listening on ws://127.0.0.1:${port}\n`);
-});
+if (server) {
+  server.listen(0, '127.0.0.1', () => {
+    const { port } = server.address() as { port: number };
+    process.stdout.write(`listening on wss://127.0.0.1:${port}\n`);
+  });
+} else {
+  wss.on('listening', () => {
+    const { port } = wss.address() as { port: number };
+    process.stdout.write(`listening on ws://127.0.0.1:${port}\n`);
+  });
+}
