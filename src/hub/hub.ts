@@ -10,7 +10,7 @@ import { Close, type CloseReason } from '../protocol/close-codes.js';
 import { sessionKey, type Join } from '../protocol/join.js';
 import { provesPeer } from '../protocol/peer-proof.js';
 import { LocalBroker, LocalSessions } from '../broker/local.js';
-import type { HistoryStore, HistoryView, MaybePromise, Message } from '../store/store.js';
+import { ownedMessage, type HistoryStore, type HistoryView, type MaybePromise, type Message } from '../store/store.js';
 
 export const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -104,7 +104,7 @@ export class Hub {
     const channel = this.channelFor(join.channel);
     // A peer link's join frame is plumbing, not a person joining, but anyone can claim `peer`:
     // only a join proven with MLES_PEER_KEY stays out of history, or a lurker would be unseen.
-    const frame = provesPeer(join, this.peerKey) ? undefined : { data: join.text, binary: false };
+    const frame = provesPeer(join, this.peerKey) ? undefined : ownedMessage({ data: join.text, binary: false });
     // Repeats from a claimed peer are dropped, proof or not: that keeps rings without a peer key
     // exactly-once, and costs a person who claims it only its own repeated payloads.
     if (join.peer) channel.trackStored(this.readHistory(join.channel), this.dedupCapacity);
@@ -159,7 +159,8 @@ export class Hub {
       this.stats.peerRepeats++;
       return;
     }
-    return channel.stream.publish(from, message);
+    // Kept in history and in slow members' queues: its own bytes, not its socket read's.
+    return channel.stream.publish(from, ownedMessage(message));
   }
 
   /**

@@ -16,6 +16,21 @@ export type MaybePromise<T> = T | Promise<T>;
  */
 export const MESSAGE_OVERHEAD = 128;
 
+/**
+ * `message` with a payload that owns its memory. What a parser hands on (ws, mqtt-packet, a
+ * Redis batch) is usually a view into the read that carried it, up to 64 KiB (or a 4 MiB batch):
+ * kept in history, a view of 4 bytes would hold all of it, beyond what --history-bytes and
+ * MESSAGE_OVERHEAD count. Copied into an exact-size buffer of its own (not the shared pool's
+ * slab, which one long-lived message would keep alive too).
+ */
+export function ownedMessage(message: Message): Message {
+  const { data } = message;
+  if (data.byteLength === data.buffer.byteLength) return message;
+  const own = Buffer.allocUnsafeSlow(data.length);
+  data.copy(own);
+  return { data: own, binary: message.binary };
+}
+
 /** How much history a store keeps per channel. */
 export interface HistoryLimits {
   /** Messages kept (`--limit`). */

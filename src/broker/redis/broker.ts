@@ -14,7 +14,7 @@
 
 import type { Logger } from 'pino';
 import { ELSEWHERE, type Broker, type BrokerChannel, type ChannelSink, type Sender } from '../../hub/broker.js';
-import type { Message, MaybePromise } from '../../store/store.js';
+import { ownedMessage, type Message, type MaybePromise } from '../../store/store.js';
 import { BatchKind, JOIN_ORIGIN, type Batch, type SequencedMessage } from './envelope.js';
 import { RedisEngine, type OutgoingMessage } from './engine.js';
 import { decodeEntry, encodeEntry, isJoinEntry } from './scripts.js';
@@ -374,7 +374,8 @@ class RedisChannel implements BrokerChannel {
     if (this.lastSeq !== undefined && sequenced.seq <= this.lastSeq) return;
     this.lastSeq = sequenced.seq;
     this.sent.delete(sequenced.seq);
-    this.remember({ seq: sequenced.seq, message: sequenced.message, join: sequenced.origin === JOIN_ORIGIN });
+    // The mirror lasts: its own bytes, not a view into the whole batch it came in.
+    this.remember({ seq: sequenced.seq, message: ownedMessage(sequenced.message), join: sequenced.origin === JOIN_ORIGIN });
     if (from === NOBODY) return;
     this.sink.deliver(sequenced.message, from);
     for (const join of this.pending) {
