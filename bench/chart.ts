@@ -38,6 +38,11 @@ function panelsOf(item: CaseResult): Panel[] {
         { title: `${item.title}: sessions/s (higher is better)`, key: 'sessionsPerSec', item },
         { title: `${item.title}: server RSS after, MB (lower is better; flagged when over +10 % of the warm-up's)`, key: 'rssAfterMB', item },
       ];
+    case 'reconnect':
+      return [
+        { title: `${item.title}: ms until the last client has its history (lower is better)`, key: 'lastMs', item },
+        { title: `${item.title}: server CPU µs per connection (lower is better)`, key: 'serverCpuUsPerConnection', item },
+      ];
   }
 }
 

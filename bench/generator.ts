@@ -5,6 +5,7 @@
 import { Traffic } from './traffic.js';
 import { joinHistory } from './history-joins.js';
 import { churn } from './scenarios/churn-sessions.js';
+import { fill, storm } from './storm.js';
 import type { FromGenerator, ToGenerator } from './messages.js';
 
 function send(message: FromGenerator): void {
@@ -55,6 +56,13 @@ async function handle(message: ToGenerator): Promise<void> {
     case 'join-history':
       reset();
       return send({ type: 'join-history', timesMs: await joinHistory(message) });
+    case 'fill':
+      reset();
+      await fill(message);
+      return send({ type: 'filled' });
+    case 'storm':
+      reset();
+      return send({ type: 'stormed', ...(await storm(message)) });
     case 'churn':
       reset();
       return send({ type: 'churned', ...(await churn(message)) });

@@ -46,6 +46,29 @@ export interface JoinHistoryRequest {
   payloadBytes: number;
 }
 
+/** reconnect: fills channels with history before the storm. */
+export interface FillRequest {
+  type: 'fill';
+  url: string;
+  channels: string[];
+  messages: number;
+  payloadBytes: number;
+}
+
+/** reconnect: this generator's share of the clients that reconnect at once. */
+export interface StormRequest {
+  type: 'storm';
+  url: string;
+  channels: string[];
+  clients: number;
+  /** The number of this generator's first client (uids are unique across generators). */
+  firstClient: number;
+  /** History messages each client waits for. */
+  messages: number;
+  /** Offer a TLS session from an earlier connection (TLS 1.3 resumption). */
+  resume: boolean;
+}
+
 /** churn: this generator's share of the connect, join, publish, read, leave pairs. */
 export interface ChurnRequest {
   type: 'churn';
@@ -69,6 +92,8 @@ export interface ChurnRequest {
 export type ToGenerator =
   | TrafficSetup
   | JoinHistoryRequest
+  | FillRequest
+  | StormRequest
   | ChurnRequest
   | { type: 'probe' }
   | { type: 'start' }
@@ -89,6 +114,8 @@ export type FromGenerator =
   | { type: 'stopped'; sent: Array<[number, number]>; skipped: number; stalls: number }
   | { type: 'drained'; received: number; outOfOrder: number; closed: number; latency: HistogramData }
   | { type: 'join-history'; timesMs: number[] }
+  | { type: 'filled' }
+  | { type: 'stormed'; timesMs: number[]; failed: number; resumed: number }
   | { type: 'churned'; pairs: number; failed: number; failures: string[]; elapsedMs: number }
   | { type: 'reset' }
   | { type: 'error'; message: string };

@@ -75,6 +75,15 @@ export const COLUMNS: Record<ScenarioName, Column[]> = {
     { key: 'minMs', header: 'min ms' },
     { key: 'maxMs', header: 'max ms' },
   ],
+  reconnect: [
+    { key: 'connections', header: 'clients' },
+    { key: 'failed', header: 'failed' },
+    { key: 'resumed', header: 'resumed' },
+    { key: 'medianMs', header: 'median ms' },
+    { key: 'p99Ms', header: 'p99 ms' },
+    { key: 'lastMs', header: 'last ms' },
+    { key: 'serverCpuUsPerConnection', header: 'srv µs/conn' },
+  ],
   churn: [
     { key: 'sessions', header: 'sessions' },
     { key: 'sessionsPerSec', header: 'sessions/s' },

@@ -135,13 +135,21 @@ test('npm run bench -- --quick, tiny: a result per target, no loss at a low fixe
   }
 });
 
-test('npm run bench -- --tls: every case over wss:// with a certificate made for the run; a target without TLS is n/a', async (t) => {
+test('npm run bench -- --tls: every case over wss:// with a certificate made for the run; a target without TLS is n/a; the reconnect storm resumes sessions', async (t) => {
   if (!requirePrograms(t, 'openssl mosquitto', ['openssl', 'mosquitto'])) return;
   const report = await benchReport(t, [
-    '--quick', '--tls', '--targets', 'mles,ws,socketio,mosquitto', '--scenarios', 'fanout', '--rate', '200', '--subscribers', '5',
-    '--warmup', '0.2', '--duration', '0.5',
+    '--quick', '--tls', '--targets', 'mles,ws,socketio,mosquitto', '--scenarios', 'fanout,reconnect', '--rate', '200', '--subscribers', '5',
+    '--warmup', '0.2', '--duration', '0.5', '--storm', '20',
   ]);
-  const [fanout] = report.cases;
+  const [fanout, full, resumed] = report.cases;
+  for (const [storm, resumes] of [[full!, 0], [resumed!, 20]] as const) {
+    const mles = storm.results.find((r) => r.target === 'mles')!;
+    assert.equal(mles.status, 'ok', mles.note);
+    assert.equal(mles.metrics!.failed, 0);
+    assert.equal(mles.metrics!.resumed, resumes, storm.title);
+    assert.ok(mles.metrics!.lastMs > 0);
+    assert.equal(storm.results.find((r) => r.target === 'ws')!.status, 'n/a');
+  }
   assert.match(fanout!.title, /over TLS$/);
   for (const result of fanout!.results) {
     if (result.target === 'socketio') {

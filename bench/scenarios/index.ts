@@ -9,12 +9,13 @@ import { HEADER_BYTES } from '../payload.js';
 import { idleCapacity, runIdle } from './idle.js';
 import { runChurn } from './churn.js';
 import { runJoinHistory } from './join-history.js';
+import { runReconnect } from './reconnect.js';
 import { fanoutShape, manyChannelsShape, type Shape } from './shapes.js';
 import { connectShape, measureTraffic, type Metrics } from './traffic.js';
 
-export const SCENARIO_NAMES = ['fanout', 'many-channels', 'idle', 'join-history', 'churn'] as const;
+export const SCENARIO_NAMES = ['fanout', 'many-channels', 'idle', 'join-history', 'churn', 'reconnect'] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
-/** What a run measures unless --scenarios says otherwise: the churn soak (a minute per target) is opt-in. */
+/** What a run measures unless --scenarios says otherwise: the churn soak (a minute per target) and the reconnect storm are opt-in. */
 export const DEFAULT_SCENARIOS: readonly ScenarioName[] = ['fanout', 'many-channels', 'idle', 'join-history'];
 
 export type Rate = number | 'max';
@@ -42,6 +43,10 @@ export interface Settings {
   cycles: number;
   churnChannels: number;
   churnSeconds: number;
+  /** reconnect: clients that reconnect at once. */
+  storm: number;
+  /** Every case over wss:// (--tls): reconnect then also runs with session resumption. */
+  tls: boolean;
 }
 
 export interface Case {
@@ -161,6 +166,19 @@ export function buildCases(s: Settings): Case[] {
             generators: s.generators, historyLimit: s.historyMessages,
           }),
         });
+        break;
+      case 'reconnect':
+        for (const resume of s.tls ? [false, true] : [false]) {
+          const messages = Math.max(1, Math.floor(s.historyMessages / 2));
+          cases.push({
+            scenario,
+            title: `reconnect N=${s.storm} with ${messages} messages of history each, ${resume ? 'TLS session resumption' : s.tls ? 'full TLS handshakes' : 'plain ws'}`,
+            params: { connections: s.storm, messages, resume: resume ? 'yes' : 'no' },
+            notes: [],
+            notApplicable: (target) => (PROTOCOLS[target].history === 'replay' ? undefined : 'this storm rejoins with Mles history'),
+            run: (_target, server, pool) => runReconnect(pool, server, { clients: s.storm, messages, payloadBytes: s.payload, generators: s.generators, resume }),
+          });
+        }
         break;
     }
   }
