@@ -149,7 +149,7 @@ export function buildProgram(): Command {
     .option('--admin-host <ADDR>', 'bind address of --admin-port', defaults.adminHost)
     .option('--ping-interval <MS>', 'milliseconds between pings; 3 missed close the connection', integer, defaults.pingIntervalMs)
     .addOption(sizeOption('--max-message-size <B>', 'largest frame accepted (larger: close 1009); units k, M, G (binary)', defaults.maxMessageSize))
-    .addOption(sizeOption('--max-buffered <B>', 'unsent bytes (+128 per message) per connection before it is closed as too slow; also bounds the MQTT queue and, on a cluster, what waits for Redis', defaults.maxBuffered))
+    .addOption(sizeOption('--max-buffered <B>', 'unsent bytes (+128 per message) per connection (also the bound of the MQTT queue and, on a cluster, of what waits for Redis) before it is closed as too slow', defaults.maxBuffered))
     .option('--join-timeout <MS>', 'close connections that send no join frame in this time', integer, defaults.joinTimeoutMs)
     .option('--config <FILE>', 'read settings from this TOML file (keys: the long flag names); flags given here win')
     .option('--print-config', 'print the effective settings as TOML for --config (secrets masked) and exit')
