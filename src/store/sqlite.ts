@@ -3,11 +3,12 @@
 // Appends are group-committed: every append of one event-loop turn (capped at MAX_BATCH rows)
 // goes into one transaction. Under load, while appends keep arriving, a commit waits a few turns
 // (at most GROUP_COMMIT_MS after the previous one) and takes them all: a commit costs as much as
-// ten appends. A quiet server commits at the end of the turn, and a read commits at once. Inside it each channel's appends are a savepoint of their own, so a
-// failure (a constraint or a trigger, say) rolls back and rejects that channel's appends only; the
-// others commit. The hub delivers a message only after its append settled, so what anyone
-// received is on disk. WAL with synchronous=NORMAL survives a killed process (SIGKILL, crash),
-// not a power loss.
+// ten appends. A quiet server commits at the end of the turn, and a read commits at once. If a
+// commit fails, it is done again with each channel's appends in a savepoint of their own, so a
+// failure (a constraint or a trigger, say) rejects that channel's appends only; the others
+// commit. The hub delivers a message only after its append settled, so what anyone received is
+// on disk. WAL with synchronous=NORMAL survives a killed process (SIGKILL, crash), not a power
+// loss.
 //
 // The database is this process's alone: it is opened in exclusive locking mode and a second
 // server on the same file is refused at start-up (two writers would collide on sequence numbers
@@ -203,17 +204,18 @@ export class SqliteStore implements HistoryStore {
       dropChannel: this.db.prepare('DELETE FROM channels WHERE name = ?'),
       count: this.db.prepare('SELECT count(*) FROM messages').pluck(),
     };
+    // Every channel in one transaction, without savepoints: a failure is rare, and then the whole
+    // commit is rolled back and done again with a savepoint per channel (two statements a channel
+    // less on every commit).
+    const commitAll = this.db.transaction((batches: Map<string, ChannelBatch>) => {
+      const outcomes = new Map<string, Outcome>();
+      for (const [channel, batch] of batches) outcomes.set(channel, { ok: true, ...this.appendChannel(channel, batch) });
+      return outcomes;
+    });
     // Called inside a transaction, a better-sqlite3 transaction function is a savepoint.
     const appendChannel = this.db.transaction((channel: string, batch: ChannelBatch) => this.appendChannel(channel, batch));
-    this.commitBatch = this.db.transaction((batches: Map<string, ChannelBatch>) => {
+    const commitEach = this.db.transaction((batches: Map<string, ChannelBatch>) => {
       const outcomes = new Map<string, Outcome>();
-      if (batches.size === 1) {
-        // One channel: its failure is the transaction's, so it needs no savepoint of its own
-        // (two statements less on every turn of a quiet server).
-        const [[channel, batch]] = batches;
-        outcomes.set(channel, { ok: true, ...this.appendChannel(channel, batch) });
-        return outcomes;
-      }
       for (const [channel, batch] of batches) {
         try {
           outcomes.set(channel, { ok: true, ...appendChannel(channel, batch) });
@@ -226,6 +228,14 @@ export class SqliteStore implements HistoryStore {
       }
       return outcomes;
     });
+    this.commitBatch = (batches) => {
+      try {
+        return commitAll(batches);
+      } catch (error) {
+        if (batches.size === 1) throw error; // its failure is the commit's
+        return commitEach(batches);
+      }
+    };
   }
 
   append(channel: string, message: Message, now: number): Promise<void> {
