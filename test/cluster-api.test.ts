@@ -54,7 +54,7 @@ async function waitForText(client: TestClient, text: string): Promise<void> {
   while (!client.texts().includes(text)) await client.waitFor(client.received.length + 1);
 }
 
-async function scenario(t: TestContext, brokerArgs: string[]): Promise<void> {
+async function scenario(t: TestContext, brokerArgs: string[], stopBroker: () => Promise<void>): Promise<void> {
   const start = async (): Promise<Node> => {
     const server = await startServer(['--admin-port', '0', ...brokerArgs], {
       env: { MLES_API_KEY: KEY, MLES_CLUSTER_TTL_MS: String(SESSION_TTL_MS) },
@@ -104,18 +104,30 @@ async function scenario(t: TestContext, brokerArgs: string[]): Promise<void> {
   await b.server.stop('SIGKILL');
   await becomes(() => members(a, 'room'), ['alice'], 'members once node b is dead', SESSION_TTL_MS + 10_000);
   assert.deepEqual((await api(a, '/api/channels')).json, [{ channel: 'room', members: 1, history: 2 }]);
+
+  // Without Redis the node serves its members alone, and the API says it cannot see the cluster.
+  await stopBroker();
+  for (const path of ['/api/channels', '/api/channels/room/members', '/api/channels/room/history']) {
+    const res = await api(a, path);
+    assert.equal(res.status, 503, path);
+    assert.match((res.json as { error: string }).error, /unavailable/);
+  }
+  // Metrics are wanted most in an outage: they still answer (the history count keeps its last value).
+  const metrics = await request(a.adminPort, '/metrics');
+  assert.equal(metrics.status, 200);
+  assert.match(metrics.text, /^mles_history_messages \d+$/m);
 }
 
 test('the API and presence are cluster-wide on nodes of one Redis', { timeout: 60_000 }, async (t) => {
   if (!requireRedis(t)) return;
   const redis = await startRedis();
   t.after(() => redis.stop());
-  await scenario(t, ['--redis', redis.url]);
+  await scenario(t, ['--redis', redis.url], () => redis.stop());
 });
 
 test('the API and presence are cluster-wide on nodes of a Redis Cluster', { timeout: 90_000 }, async (t) => {
   if (!requireRedisCluster(t)) return;
   const cluster = await startRedisCluster();
   t.after(() => cluster.stop());
-  await scenario(t, cluster.urls.flatMap((url) => ['--redis-cluster', url]));
+  await scenario(t, cluster.urls.flatMap((url) => ['--redis-cluster', url]), () => cluster.stop());
 });

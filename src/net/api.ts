@@ -8,7 +8,7 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:
 import type { Logger } from 'pino';
 import type { Hub } from '../hub/hub.js';
 import { isName } from '../protocol/join.js';
-import type { Message } from '../store/store.js';
+import type { MaybePromise, Message } from '../store/store.js';
 import { sendJson } from './http/respond.js';
 
 /** What a body may carry beyond its message: the JSON around it and base64's 4/3. */
@@ -155,6 +155,16 @@ export function createApi(options: ApiOptions): ApiHandler {
   const { hub, apiKey, maxMessageSize, log } = options;
   const bodyLimit = maxMessageSize + Math.ceil(maxMessageSize / 3) + BODY_SLACK;
 
+  /** A call to the store or the session registry: its failure (Redis away, a failing disk) is a 503. */
+  const reach = async <T>(what: 'history' | 'presence', call: () => MaybePromise<T>): Promise<T> => {
+    try {
+      return await call();
+    } catch (error) {
+      log.warn({ err: error }, `API: ${what} unavailable`);
+      throw new ApiError(503, `${what} unavailable: try again later`);
+    }
+  };
+
   const route = async (req: IncomingMessage, res: ServerResponse, path: string, query: string): Promise<void> => {
     if (apiKey === undefined) {
       throw new ApiError(404, 'the HTTP API is off: set MLES_API_KEY in the server\'s environment to turn it on');
@@ -180,32 +190,32 @@ export function createApi(options: ApiOptions): ApiHandler {
     if (segments[0] !== 'channels') throw new ApiError(404, 'no such API path');
     if (segments.length === 1) {
       if (method !== 'GET') throw methodNotAllowed('GET');
-      const channels = await Promise.all((await hub.channelsOnline()).map(async ({ channel, members }) => (
+      const channels = await reach('presence', async () => Promise.all((await hub.channelsOnline()).map(async ({ channel, members }) => (
         { channel, members, history: await hub.store.count(channel) }
-      )));
+      ))));
       return sendJson(res, 200, channels);
     }
     const channel = name(segments[1]!, 'channel');
     if (segments.length === 3 && segments[2] === 'members') {
       if (method !== 'GET') throw methodNotAllowed('GET');
-      return sendJson(res, 200, (await hub.online(channel)).map((uid) => ({ uid })));
+      return sendJson(res, 200, (await reach('presence', () => hub.online(channel))).map((uid) => ({ uid })));
     }
     if (segments.length === 4 && segments[2] === 'members') {
       if (method !== 'DELETE') throw methodNotAllowed('DELETE');
       const uid = name(segments[3]!, 'uid');
-      if ((await hub.disconnect(channel, uid)) === 0) throw new ApiError(404, `${uid} is not joined to ${channel}`);
+      if ((await reach('presence', () => hub.disconnect(channel, uid))) === 0) throw new ApiError(404, `${uid} is not joined to ${channel}`);
       return sendJson(res, 200, { ok: true });
     }
     if (segments.length === 3 && segments[2] === 'history') {
       if (method === 'GET') {
         const limit = historyLimit(new URLSearchParams(query));
-        const history = await hub.store.read(channel);
+        const history = await reach('history', () => hub.store.read(channel));
         const newest = limit === undefined ? history : history.slice(Math.max(0, history.length - limit));
         return sendJson(res, 200, newest.map(messageJson));
       }
       if (method !== 'DELETE') throw methodNotAllowed('GET, DELETE');
       if (!hub.store.clear) throw new ApiError(501, 'this history store cannot be cleared');
-      await hub.store.clear(channel);
+      await reach('history', () => hub.store.clear!(channel));
       return sendJson(res, 200, { ok: true });
     }
     throw new ApiError(404, 'no such API path');

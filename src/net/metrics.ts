@@ -51,7 +51,12 @@ function gaugeOf(registry: Registry, name: string, help: string, value: () => nu
     help,
     registers: [registry],
     async collect() {
-      this.set(await value());
+      try {
+        this.set(await value());
+      } catch {
+        // Its source is away (Redis in an outage): keep the last value rather than fail every
+        // metric; mles_cluster_connected says why.
+      }
     },
   });
 }

@@ -27,9 +27,16 @@ export class RedisSessions implements SessionRegistry {
     // Three refreshes per TTL: one lost to a slow turn or a blip still keeps the key alive.
     this.timer = setInterval(() => this.refresh(), Math.max(1, Math.floor(ttlMs / 3)));
     this.timer.unref();
+    const reachable = (): void => {
+      if (!engine.isUp) throw new Error('redis unreachable: presence is not known');
+    };
     this.presence = {
-      members: async (channel) => (await engine.presence(channel)).map(uidOf),
+      members: async (channel) => {
+        reachable();
+        return (await engine.presence(channel)).map(uidOf);
+      },
       channels: async () => {
+        reachable();
         const online: Array<{ channel: string; members: number }> = [];
         for await (const [channel, entries] of engine.presences()) online.push({ channel, members: entries.length });
         return online;

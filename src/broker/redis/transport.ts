@@ -216,7 +216,10 @@ export class ClusterTransport implements Transport {
   }
 
   async *scan(pattern: string): AsyncGenerator<string[]> {
-    for (const node of this.commands.nodes('master')) yield* scanNode(node, pattern);
+    // No masters known (the cluster is away): that is not "no keys".
+    const masters = this.commands.status === 'ready' ? this.commands.nodes('master') : [];
+    if (masters.length === 0) throw new Error('the Redis Cluster is not reachable');
+    for (const node of masters) yield* scanNode(node, pattern);
   }
 
   async close(): Promise<void> {
