@@ -159,7 +159,7 @@ async function runCase(item: Case, target: Target, settings: Settings, pool: Gen
   if (notApplicable) return { ...base, status: 'n/a', note: notApplicable };
   let server: ServerProcess | undefined;
   try {
-    server = await target.start({ historyLimit: settings.historyMessages, mlesHistory: settings.mlesHistory, tls });
+    server = await target.start({ historyLimit: item.historyLimit ?? settings.historyMessages, mlesHistory: settings.mlesHistory, tls });
     const metrics = await item.run(target.name, server, pool);
     const crash = server.crash();
     if (crash) return { ...base, status: 'failed', note: crash };
