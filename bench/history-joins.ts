@@ -25,21 +25,28 @@ function receiver(protocol: Protocol, url: string, uid: string, channel: string,
   return { client, all };
 }
 
+/**
+ * Fills `channel` with `messages` messages (history for Mles, retained messages for MQTT); resolves
+ * once a witness has seen them all live, so all of them are stored.
+ */
+export async function fillChannel(protocol: Protocol, url: string, channel: string, messages: number, payloadBytes: number): Promise<void> {
+  const witness = receiver(protocol, url, `witness-${channel}`, channel, messages);
+  await witness.client.ready;
+  const filler = protocol.connect(url, { uid: `filler-${channel}`, channel }, { message: () => {}, closed: () => {} });
+  await filler.ready;
+  for (let k = 0; k < messages; k++) filler.send(encode('data', 0, k, payloadBytes), k);
+  await witness.all;
+  filler.close();
+  witness.client.close();
+}
+
 /** Milliseconds from open to the last history message, one entry per join. */
 export async function joinHistory(request: JoinHistoryRequest): Promise<number[]> {
   const protocol = PROTOCOLS[request.target];
   const times: number[] = [];
   for (let j = 0; j < request.joins; j++) {
     const channel = `history-${j}`;
-    // A witness sees the fill live: once it has every message, all of them are stored.
-    const witness = receiver(protocol, request.url, `witness-${j}`, channel, request.messages);
-    await witness.client.ready;
-    const filler = protocol.connect(request.url, { uid: `filler-${j}`, channel }, { message: () => {}, closed: () => {} });
-    await filler.ready;
-    for (let k = 0; k < request.messages; k++) filler.send(encode('data', 0, k, request.payloadBytes), k);
-    await witness.all;
-    filler.close();
-    witness.client.close();
+    await fillChannel(protocol, request.url, channel, request.messages, request.payloadBytes);
 
     const started = clockUs();
     const joiner = receiver(protocol, request.url, `joiner-${j}`, channel, request.messages);

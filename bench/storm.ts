@@ -5,33 +5,16 @@
 
 import tls from 'node:tls';
 import WebSocket from 'ws';
-import { clockUs, decode, encode } from './payload.js';
+import { clockUs, decode } from './payload.js';
+import { fillChannel } from './history-joins.js';
+import { PROTOCOLS } from './protocols.js';
 import type { FillRequest, StormRequest } from './messages.js';
 
 const TIMEOUT_MS = 60_000;
 
-function join(ws: WebSocket, uid: string, channel: string): void {
-  ws.send(JSON.stringify({ uid, channel }));
-}
-
-/** Fills each channel with `messages` messages, confirmed by a witness that sees them all. */
+/** Fills each channel with `messages` messages of history. */
 export async function fill(request: FillRequest): Promise<void> {
-  for (const channel of request.channels) {
-    const witness = new WebSocket(request.url, ['mles-websocket']);
-    let seen = 0;
-    const all = new Promise<void>((resolve) => witness.on('message', (data: Buffer, binary: boolean) => {
-      if (binary && decode(data)?.kind === 'data' && ++seen === request.messages) resolve();
-    }));
-    await new Promise((resolve) => witness.once('open', resolve));
-    join(witness, `witness-${channel}`, channel);
-    const filler = new WebSocket(request.url, ['mles-websocket']);
-    await new Promise((resolve) => filler.once('open', resolve));
-    join(filler, `filler-${channel}`, channel);
-    for (let k = 0; k < request.messages; k++) filler.send(encode('data', 0, k, request.payloadBytes), { binary: true });
-    await all;
-    witness.terminate();
-    filler.terminate();
-  }
+  for (const channel of request.channels) await fillChannel(PROTOCOLS.mles, request.url, channel, request.messages, request.payloadBytes);
 }
 
 /** A TLS session of this server, from one connection's ticket; undefined over plain ws. */
@@ -82,7 +65,7 @@ export async function storm(request: StormRequest): Promise<{ timesMs: number[];
       resolve(ms);
     };
     ws.on('error', () => finish(undefined));
-    ws.once('open', () => join(ws, `storm-${request.firstClient + i}`, channel));
+    ws.once('open', () => ws.send(JSON.stringify({ uid: `storm-${request.firstClient + i}`, channel })));
     ws.on('message', (data: Buffer, binary: boolean) => {
       if (binary && decode(data)?.kind === 'data' && ++seen === request.messages) finish((clockUs() - started) / 1000);
     });

@@ -100,7 +100,7 @@ export class RedisBroker implements Broker {
   open(name: string, sink: ChannelSink): BrokerChannel {
     const channel = new RedisChannel(name, sink, this);
     this.channels.set(name, channel);
-    if (this.online) channel.follow(this.engine.subscribe([name]));
+    if (this.online) void channel.subscribe().catch(() => {});
     return channel;
   }
 
@@ -128,12 +128,7 @@ export class RedisBroker implements Broker {
    * (rejects if any failed; those channels are served alone meanwhile, see RedisChannel.follow).
    */
   private async followAll(channels: RedisChannel[]): Promise<void> {
-    const subscriptions = channels.map((channel) => {
-      const subscribed = this.engine.subscribe([channel.name]);
-      channel.follow(subscribed);
-      return subscribed;
-    });
-    const results = await Promise.allSettled(subscriptions);
+    const results = await Promise.allSettled(channels.map((channel) => channel.subscribe()));
     const failed = results.find((result) => result.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }
@@ -152,11 +147,7 @@ export class RedisBroker implements Broker {
   private async streamBack(): Promise<void> {
     const channels = [...this.channels.values()];
     const caughtUp = await Promise.allSettled(channels.map(async (channel) => {
-      if (!channel.subscribed) {
-        const subscribed = this.engine.subscribe([channel.name]);
-        channel.follow(subscribed);
-        await subscribed;
-      }
+      if (!channel.subscribed) await channel.subscribe();
       await channel.catchUp();
     }));
     const failed = caughtUp.filter((result) => result.status === 'rejected').length;
@@ -184,7 +175,7 @@ export class RedisBroker implements Broker {
     if (!this.engine.isUp) return;
     for (const channel of this.channels.values()) {
       // Channels first opened during the reconnection need their stream too.
-      if (!channel.subscribed) channel.follow(this.engine.subscribe([channel.name]));
+      if (!channel.subscribed) void channel.subscribe().catch(() => {});
       channel.replayOutbox().catch(() => {}); // kept for the next reconnection
     }
     this.online = true;
@@ -451,11 +442,7 @@ class RedisChannel implements BrokerChannel {
   private async rejoin(): Promise<void> {
     if (!this.broker.online || !this.alone) return;
     try {
-      if (!this.subscription) {
-        const subscribed = this.broker.engine.subscribe([this.name]);
-        this.follow(subscribed);
-        await subscribed;
-      }
+      if (!this.subscription) await this.subscribe();
       await this.broker.engine.reseed(this.name, this.lastSeq ?? 0, this.mirroredEntries());
       await this.catchUp();
       // What members send meanwhile is served locally and goes with the next replay.
@@ -501,8 +488,17 @@ class RedisChannel implements BrokerChannel {
     if (!this.busy) this.sink.settled();
   }
 
-  /** Follows a subscription: once acknowledged, the backlog runs in order (or fails in order). */
-  follow(subscription: Promise<void>): void {
+  /**
+   * Subscribes to the channel's stream and follows it: once acknowledged, the backlog runs in
+   * order (or fails in order). The result settles with the subscription.
+   */
+  subscribe(): Promise<void> {
+    const subscription = this.broker.engine.subscribe([this.name]);
+    this.follow(subscription);
+    return subscription;
+  }
+
+  private follow(subscription: Promise<void>): void {
     this.subscription = subscription;
     this.ready = false;
     const drain = (each: (item: RedisChannel['backlog'][number]) => void): void => {
