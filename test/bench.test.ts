@@ -180,3 +180,14 @@ test('npm run bench -- --quick (no --out) leaves bench/results/latest.svg as it 
   assert.match(stderr, /chart: .*mles-bench-quick/);
   assert.deepEqual(fs.readFileSync('bench/results/latest.svg'), before);
 });
+
+test('npm run bench:store: a figure per store and shape, each a positive CPU time per append', async () => {
+  const { code, stdout, stderr } = await runToEnd(process.execPath, ['--import', 'tsx', 'bench/store-floor.ts', '--appends', '200']);
+  assert.equal(code, 0, stderr);
+  const rows = stdout.trim().split('\n').slice(2).map((line) => line.trim().split(/\s+/).map(Number));
+  assert.deepEqual(rows.map(([channels, perCommit]) => [channels, perCommit]), [[1, 8], [1, 1], [500, 8], [500, 1]]);
+  for (const row of rows) {
+    assert.equal(row.length, 6, `a figure per column: ${row.join(' ')}`);
+    assert.ok(row.slice(2).every((figure) => figure > 0), `CPU per append: ${row.join(' ')}`);
+  }
+});
