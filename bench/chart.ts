@@ -43,6 +43,8 @@ function panelsOf(item: CaseResult): Panel[] {
         { title: `${item.title}: ms until the last client has its history (lower is better)`, key: 'lastMs', item },
         { title: `${item.title}: server CPU µs per connection (lower is better)`, key: 'serverCpuUsPerConnection', item },
       ];
+    case 'start':
+      return [{ title: `${item.title}: server RSS MB at rest (lower is better)`, key: 'restRssMB', item }];
   }
 }
 

@@ -84,6 +84,10 @@ export const COLUMNS: Record<ScenarioName, Column[]> = {
     { key: 'lastMs', header: 'last ms' },
     { key: 'serverCpuUsPerConnection', header: 'srv µs/conn' },
   ],
+  start: [
+    { key: 'startRssMB', header: 'RSS 1 s MB' },
+    { key: 'restRssMB', header: 'at rest MB' },
+  ],
   churn: [
     { key: 'sessions', header: 'sessions' },
     { key: 'sessionsPerSec', header: 'sessions/s' },

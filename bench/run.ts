@@ -17,12 +17,12 @@ const PROFILES = {
   full: {
     subscribers: 100, publishers: 1, payload: 64, rates: ['max', 1000] as Rate[], channels: 500,
     connections: 10_000, joins: 50, warmup: 1, duration: 5, drainTimeout: 10,
-    cycles: 20_000, churnChannels: 50, churnSeconds: 60, storm: 5_000,
+    cycles: 20_000, churnChannels: 50, churnSeconds: 60, storm: 5_000, restSeconds: 15,
   },
   quick: {
     subscribers: 20, publishers: 1, payload: 64, rates: ['max'] as Rate[], channels: 20,
     connections: 300, joins: 5, warmup: 0.3, duration: 0.7, drainTimeout: 3,
-    cycles: 1_000, churnChannels: 10, churnSeconds: 10, storm: 200,
+    cycles: 1_000, churnChannels: 10, churnSeconds: 10, storm: 200, restSeconds: 2,
   },
 };
 
@@ -85,6 +85,7 @@ interface Flags {
   churnChannels?: number;
   churnSeconds?: number;
   storm?: number;
+  restSeconds?: number;
   out?: string;
   tls?: boolean;
 }
@@ -112,6 +113,7 @@ function program(): Command {
     .option('--churn-channels <n>', `churn: channels the sessions spread over [${PROFILES.full.churnChannels}; quick ${PROFILES.quick.churnChannels}]`, whole(1))
     .option('--churn-seconds <s>', `churn: no session starts after this many seconds of the measured run; also the longest wait for RSS to come back [${PROFILES.full.churnSeconds}; quick ${PROFILES.quick.churnSeconds}]`, seconds)
     .option('--storm <n>', `reconnect: clients that reconnect at once [${PROFILES.full.storm}; quick ${PROFILES.quick.storm}]`, whole(1))
+    .option('--rest-seconds <s>', `start: how long an empty server is watched for its RSS at rest [${PROFILES.full.restSeconds}; quick ${PROFILES.quick.restSeconds}]`, seconds)
     .option('--seed <n>', 'many-channels: seed of the channel sizes', whole(0), 1)
     .option('--mles-history <store>', 'history store of this server: memory or sqlite (a fresh file per case)', storeKind, 'memory')
     .option('--tls', 'every case over wss:// with a certificate made for the run (openssl); targets without TLS are n/a')
@@ -141,6 +143,7 @@ function settingsOf(flags: Flags): Settings {
     churnChannels: flags.churnChannels ?? d.churnChannels,
     churnSeconds: flags.churnSeconds ?? d.churnSeconds,
     storm: flags.storm ?? d.storm,
+    restSeconds: flags.restSeconds ?? d.restSeconds,
     tls: Boolean(flags.tls),
   };
 }

@@ -162,6 +162,17 @@ test('npm run bench -- --tls: every case over wss:// with a certificate made for
   }
 });
 
+test('npm run bench -- --scenarios start: an empty server\'s RSS 1 s after it listens, and at rest (never more)', async (t) => {
+  const report = await benchReport(t, ['--quick', '--targets', 'mles,ws', '--scenarios', 'start', '--rest-seconds', '1', '--mles-history', 'sqlite']);
+  const [start] = report.cases;
+  assert.equal(start!.scenario, 'start');
+  for (const result of start!.results) {
+    assert.equal(result.status, 'ok', `${result.target}: ${result.note}`);
+    const { startRssMB, restRssMB } = result.metrics!;
+    assert.ok(restRssMB! > 10 && restRssMB! <= startRssMB!, `${result.target}: ${startRssMB} MB at 1 s, ${restRssMB} MB at rest`);
+  }
+});
+
 test('--quick without --out never writes the committed chart; a full run and an explicit --out do', async () => {
   const { resultsDir } = await import('../bench/report.js');
   const committed = path.join(process.cwd(), 'bench/results');

@@ -10,12 +10,13 @@ import { idleCapacity, runIdle } from './idle.js';
 import { runChurn } from './churn.js';
 import { runJoinHistory } from './join-history.js';
 import { runReconnect } from './reconnect.js';
+import { runStart } from './start.js';
 import { fanoutShape, manyChannelsShape, type Shape } from './shapes.js';
 import { connectShape, measureTraffic, type Metrics } from './traffic.js';
 
-export const SCENARIO_NAMES = ['fanout', 'many-channels', 'idle', 'join-history', 'churn', 'reconnect'] as const;
+export const SCENARIO_NAMES = ['fanout', 'many-channels', 'idle', 'join-history', 'churn', 'reconnect', 'start'] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
-/** What a run measures unless --scenarios says otherwise: the churn soak (a minute per target) and the reconnect storm are opt-in. */
+/** What a run measures unless --scenarios says otherwise: the churn soak (a minute per target), the reconnect storm and the empty server at rest are opt-in. */
 export const DEFAULT_SCENARIOS: readonly ScenarioName[] = ['fanout', 'many-channels', 'idle', 'join-history'];
 
 export type Rate = number | 'max';
@@ -45,6 +46,8 @@ export interface Settings {
   churnSeconds: number;
   /** reconnect: clients that reconnect at once. */
   storm: number;
+  /** start: how long an empty server is watched for its RSS at rest. */
+  restSeconds: number;
   /** Every case over wss:// (--tls): reconnect then also runs with session resumption. */
   tls: boolean;
 }
@@ -184,6 +187,16 @@ export function buildCases(s: Settings): Case[] {
             run: (_target, server, pool) => runReconnect(pool, server, { clients: s.storm, messages, payloadBytes: s.payload, generators: s.generators, resume }),
           });
         }
+        break;
+      case 'start':
+        cases.push({
+          scenario,
+          title: `start: an empty server, 1 s after it listens and at rest (lowest within ${s.restSeconds} s)`,
+          params: { seconds: s.restSeconds },
+          notes: [],
+          notApplicable: () => undefined,
+          run: (_target, server) => runStart(server, s.restSeconds),
+        });
         break;
     }
   }
