@@ -10,7 +10,7 @@ const LABEL = 170;
 const BAR_MAX = 560;
 const ROW = 20;
 const COLORS: Record<TargetName, string> = {
-  mles: '#1f6fb2', ws: '#8a8a8a', socketio: '#d9962b', mosquitto: '#5c9e47', 'mles-cluster1': '#5b9bd5', 'mles-cluster2': '#0b3d6b', 'mles-rcluster2': '#6b3d8b',
+  mles: '#1f6fb2', 'mles-sqlite': '#7fb3e0', ws: '#8a8a8a', socketio: '#d9962b', mosquitto: '#5c9e47', 'mles-cluster1': '#5b9bd5', 'mles-cluster2': '#0b3d6b', 'mles-rcluster2': '#6b3d8b',
 };
 
 interface Panel {

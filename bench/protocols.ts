@@ -134,4 +134,4 @@ const mosquitto: Protocol = {
   },
 };
 
-export const PROTOCOLS: Record<TargetName, Protocol> = { mles, ws: wsRelay, socketio, mosquitto, 'mles-cluster1': mles, 'mles-cluster2': mles, 'mles-rcluster2': mles };
+export const PROTOCOLS: Record<TargetName, Protocol> = { mles, 'mles-sqlite': mles, ws: wsRelay, socketio, mosquitto, 'mles-cluster1': mles, 'mles-cluster2': mles, 'mles-rcluster2': mles };

@@ -20,15 +20,15 @@ function tlsEnv(tls: BenchTls | undefined): NodeJS.ProcessEnv {
   return tls ? { BENCH_TLS_CERT: tls.cert, BENCH_TLS_KEY: tls.key } : {};
 }
 
-export const TARGET_NAMES = ['mles', 'ws', 'socketio', 'mosquitto', 'mles-cluster1', 'mles-cluster2', 'mles-rcluster2'] as const;
+export const TARGET_NAMES = ['mles', 'mles-sqlite', 'ws', 'socketio', 'mosquitto', 'mles-cluster1', 'mles-cluster2', 'mles-rcluster2'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 /** What a run measures unless --targets says otherwise: the cluster cases are opt-in. */
-export const DEFAULT_TARGETS: readonly TargetName[] = ['mles', 'ws', 'socketio', 'mosquitto'];
+export const DEFAULT_TARGETS: readonly TargetName[] = ['mles', 'mles-sqlite', 'ws', 'socketio', 'mosquitto'];
 
 export interface StartOptions {
   /** Messages of history per channel, where the target keeps history. */
   historyLimit: number;
-  /** This server's history store: memory, or SQLite in a fresh temporary file. */
+  /** The `mles` target's history store (--mles-history): memory, or SQLite in a fresh temporary file. */
   mlesHistory: 'memory' | 'sqlite';
   /** --tls: serve wss:// with this certificate. */
   tls?: BenchTls | undefined;
@@ -44,17 +44,29 @@ export interface Target {
   start(options: StartOptions): Promise<ServerProcess>;
 }
 
+/** This server, one local process, with `store` history (SQLite: a fresh file per case). */
+function startLocal(store: 'memory' | 'sqlite', historyLimit: number, tls: BenchTls | undefined): Promise<ServerProcess> {
+  const dir = store === 'sqlite' ? fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-')) : undefined;
+  const history = dir ? `sqlite:${path.join(dir, 'history.db')}` : 'memory';
+  const cleanup = dir ? () => fs.rmSync(dir, { recursive: true, force: true }) : undefined;
+  return startMles('mles', historyLimit, ['--history', history, ...tlsFlags(tls)], cleanup);
+}
+
 const mles: Target = {
   name: 'mles',
   label: 'mles (this server)',
   unavailable: () => undefined,
   tls: true,
-  start: ({ historyLimit, mlesHistory, tls }) => {
-    const dir = mlesHistory === 'sqlite' ? fs.mkdtempSync(path.join(os.tmpdir(), 'mles-bench-')) : undefined;
-    const history = dir ? `sqlite:${path.join(dir, 'history.db')}` : 'memory';
-    const cleanup = dir ? () => fs.rmSync(dir, { recursive: true, force: true }) : undefined;
-    return startMles('mles', historyLimit, ['--history', history, ...tlsFlags(tls)], cleanup);
-  },
+  start: ({ historyLimit, mlesHistory, tls }) => startLocal(mlesHistory, historyLimit, tls),
+};
+
+/** The same with the command line's default history, SQLite: the production shape. */
+const mlesSqlite: Target = {
+  name: 'mles-sqlite',
+  label: 'mles, SQLite history',
+  unavailable: () => undefined,
+  tls: true,
+  start: ({ historyLimit, tls }) => startLocal('sqlite', historyLimit, tls),
 };
 
 /**
@@ -105,6 +117,6 @@ const mosquitto: Target = {
 };
 
 export const TARGETS: Record<TargetName, Target> = {
-  mles, ws, socketio, mosquitto,
+  mles, 'mles-sqlite': mlesSqlite, ws, socketio, mosquitto,
   'mles-cluster1': mlesCluster(1, 'redis'), 'mles-cluster2': mlesCluster(2, 'redis'), 'mles-rcluster2': mlesCluster(2, 'redis-cluster'),
 };
