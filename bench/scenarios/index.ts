@@ -16,8 +16,8 @@ import { connectShape, measureTraffic, type Metrics } from './traffic.js';
 
 export const SCENARIO_NAMES = ['fanout', 'many-channels', 'idle', 'join-history', 'churn', 'reconnect', 'start'] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
-/** What a run measures unless --scenarios says otherwise: the churn soak (a minute per target), the reconnect storm and the empty server at rest are opt-in. */
-export const DEFAULT_SCENARIOS: readonly ScenarioName[] = ['fanout', 'many-channels', 'idle', 'join-history'];
+/** What a run measures unless --scenarios says otherwise: the churn soak (a minute per target) and the reconnect storm are opt-in. */
+export const DEFAULT_SCENARIOS: readonly ScenarioName[] = ['fanout', 'many-channels', 'idle', 'join-history', 'start'];
 
 export type Rate = number | 'max';
 
