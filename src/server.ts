@@ -9,6 +9,7 @@ import { MemoryStore } from './store/memory.js';
 import type { HistoryStore } from './store/store.js';
 import type { RedisBroker } from './broker/redis/broker.js';
 import { MlesEndpoint } from './net/mles-endpoint.js';
+import { keptMessage } from './net/frame.js';
 import { startListener } from './net/listener.js';
 import { HttpRouter } from './net/http/router.js';
 import type { AdminServer } from './net/admin.js';
@@ -101,7 +102,9 @@ export async function createServer(options: ServerOptions = {}): Promise<MlesSer
   const log = logger ?? createLogger();
 
   const onError = (err: unknown, context: string): void => log.error({ err, context }, 'history store failed');
-  const hubSettings = { ...(now ? { now } : {}), onError, dedupCapacity: Math.max(config.limit, 4096), peerKey: config.peerKey };
+  const hubSettings = {
+    ...(now ? { now } : {}), onError, dedupCapacity: Math.max(config.limit, 4096), peerKey: config.peerKey, ownMessage: keptMessage,
+  };
   const cluster = config.redis === undefined && config.redisCluster.length === 0 ? undefined : await startRedisBroker(config, log);
   // In cluster mode history lives in Redis, behind the broker.
   const store = cluster ? cluster.history : await openStore(config);

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import * as wsModule from 'ws';
-import { frameOf } from '../src/net/frame.js';
+import { frameOf, keptMessage } from '../src/net/frame.js';
 
 // ws's frame parser; @types/ws does not declare it.
 type ReceiverLike = EventEmitter & { write(chunk: Buffer): void };
@@ -34,3 +34,16 @@ for (const length of [0, 1, 125, 126, 127, 16 * 1024, 16 * 1024 + 1, 65_535, 65_
     });
   }
 }
+
+test('keptMessage: the payload owns exactly its bytes, and framing it later reuses the Message', async () => {
+  const read = Buffer.from('xx{"uid":"a","channel":"b"}yy'); // a view into a larger read, as ws hands it on
+  const view = read.subarray(2, read.length - 2);
+  const kept = keptMessage({ data: view, binary: false });
+  assert.ok(kept.data.equals(view));
+  assert.equal(kept.data.buffer.byteLength, kept.data.length, 'a copy of its own, not a view of the read');
+  const frame = frameOf(kept);
+  assert.equal(frameOf(kept), frame, 'framed once, then reused');
+  const parsed = await parse(frame as Buffer);
+  assert.ok(parsed.data.equals(view));
+  assert.equal(parsed.binary, false);
+});

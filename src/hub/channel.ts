@@ -14,11 +14,12 @@ export interface Joined extends Sender {
   readonly member: Member;
 }
 
+/** What the hub hears from its channels (one object for all of them). */
 export interface ChannelEvents {
   /** Nobody holds the channel and its broker has nothing queued: the hub may forget it. */
-  idle(): void;
+  idle(channel: Channel): void;
   /** The number of joined people (peer links not counted) changed. */
-  users(count: number): void;
+  users(channel: Channel, count: number): void;
   /** A store call failed; `context` says which. */
   storeFailed(error: unknown, context: string): void;
 }
@@ -74,7 +75,7 @@ export class Channel implements ChannelSink {
 
   leave(joined: Joined): void {
     this.joining.delete(joined);
-    if (this.members.delete(joined) && !joined.member.peer) this.events.users(--this.users);
+    if (this.members.delete(joined) && !joined.member.peer) this.events.users(this, --this.users);
     this.holders--;
     this.checkIdle();
   }
@@ -105,7 +106,7 @@ export class Channel implements ChannelSink {
 
   /** Lets the hub forget this channel if nobody holds it and its broker has nothing queued. */
   checkIdle(): void {
-    if (this.holders === 0 && !this.stream.busy) this.events.idle();
+    if (this.holders === 0 && !this.stream.busy) this.events.idle(this);
   }
 
   deliver(message: Message, from: number): void {
@@ -126,7 +127,7 @@ export class Channel implements ChannelSink {
     if (!this.joining.delete(joined) || !joined.member.open) return;
     joined.member.replay(history);
     this.members.add(joined);
-    if (!joined.member.peer) this.events.users(++this.users);
+    if (!joined.member.peer) this.events.users(this, ++this.users);
   }
 
   settled(): void {

@@ -3,7 +3,7 @@
 // carries each channel (src/broker/), a session registry holds the duplicate rule, and history
 // is read through the store.
 
-import { Channel, type Joined } from './channel.js';
+import { Channel, type ChannelEvents, type Joined } from './channel.js';
 import type { Broker, Guard, SessionRegistry } from './broker.js';
 import type { Member } from './member.js';
 import { Close, type CloseReason } from '../protocol/close-codes.js';
@@ -32,6 +32,12 @@ export interface HubSettings {
   dedupCapacity?: number;
   /** MLES_PEER_KEY: a `peer` join proven with it is not stored in history. */
   peerKey?: string | undefined;
+  /**
+   * How a message the hub keeps (history, members' queues) gets memory of its own, apart from
+   * the read it arrived in: ownedMessage unless given. The server's also makes room on it for the
+   * WebSocket frame its deliveries add (src/net/frame.ts).
+   */
+  ownMessage?: (message: Message) => Message;
 }
 
 /** Counters for logs and metrics; plain numbers so reading them costs nothing. */
@@ -66,6 +72,8 @@ export class Hub {
   private readonly onError: (error: unknown, context: string) => void;
   private readonly dedupCapacity: number;
   private readonly peerKey: string | undefined;
+  private readonly ownMessage: (message: Message) => Message;
+  private readonly channelEvents: ChannelEvents;
   private lastSenderId = 0;
   /** Told when a channel's number of joined people changes (peer links follow it). */
   onUsersChanged: (channel: string, users: number) => void = () => {};
@@ -79,6 +87,16 @@ export class Hub {
     this.onError = options.onError ?? (() => {});
     this.dedupCapacity = options.dedupCapacity ?? 4096;
     this.peerKey = options.peerKey;
+    this.ownMessage = options.ownMessage ?? ownedMessage;
+    this.channelEvents = {
+      idle: (channel) => {
+        if (this.channels.get(channel.name) !== channel) return;
+        this.channels.delete(channel.name);
+        channel.stream.close();
+      },
+      users: (channel, users) => this.onUsersChanged(channel.name, users),
+      storeFailed: (error, context) => this.storeFailed(error, context),
+    };
   }
 
   get channelCount(): number {
@@ -104,7 +122,7 @@ export class Hub {
     const channel = this.channelFor(join.channel);
     // A peer link's join frame is plumbing, not a person joining, but anyone can claim `peer`:
     // only a join proven with MLES_PEER_KEY stays out of history, or a lurker would be unseen.
-    const frame = provesPeer(join, this.peerKey) ? undefined : ownedMessage({ data: join.text, binary: false });
+    const frame = provesPeer(join, this.peerKey) ? undefined : this.ownMessage({ data: join.text, binary: false });
     // Repeats from a claimed peer are dropped, proof or not: that keeps rings without a peer key
     // exactly-once, and costs a person who claims it only its own repeated payloads.
     if (join.peer) channel.trackStored(this.readHistory(join.channel), this.dedupCapacity);
@@ -160,7 +178,7 @@ export class Hub {
       return;
     }
     // Kept in history and in slow members' queues: its own bytes, not its socket read's.
-    return channel.stream.publish(from, ownedMessage(message));
+    return channel.stream.publish(from, this.ownMessage(message));
   }
 
   /**
@@ -245,16 +263,7 @@ export class Hub {
   private channelFor(name: string): Channel {
     let channel = this.channels.get(name);
     if (!channel) {
-      const created = new Channel(name, this.broker, this.stats, {
-        idle: () => {
-          if (this.channels.get(name) !== created) return;
-          this.channels.delete(name);
-          created.stream.close();
-        },
-        users: (users) => this.onUsersChanged(name, users),
-        storeFailed: (error, context) => this.storeFailed(error, context),
-      });
-      channel = created;
+      channel = new Channel(name, this.broker, this.stats, this.channelEvents);
       this.channels.set(name, channel);
     }
     return channel;

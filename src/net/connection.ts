@@ -19,7 +19,7 @@ import type { Hub, Session } from '../hub/hub.js';
 import type { Member } from '../hub/member.js';
 import { MESSAGE_OVERHEAD, type Message } from '../store/store.js';
 import { frameOf, writeFrame } from './frame.js';
-import { closeCodeOf, onCloseFrame, onProtocolError, socketOf } from './ws-internals.js';
+import { closeCodeOf, onCloseFrame, onPing, onPong, onProtocolError, receiverOf, socketOf, trimReceiver } from './ws-internals.js';
 
 const OPEN = 1; // WebSocket.OPEN
 
@@ -54,6 +54,15 @@ export interface ConnectionEvents {
   onClosed(connection: Connection): void;
 }
 
+/** What all of an endpoint's connections share: one object, not a field each per connection. */
+export interface ConnectionContext {
+  readonly hub: Hub;
+  readonly limits: ConnectionLimits;
+  readonly log: Logger;
+  readonly events: ConnectionEvents;
+  readonly traffic: TrafficStats;
+}
+
 // The listeners are shared by all connections, which find theirs through the emitter:
 // per-connection closures would cost memory on every idle client.
 const owner = Symbol('connection');
@@ -63,11 +72,11 @@ function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
   (this as unknown as Owned)[owner].onFrame(data, isBinary);
 }
 
-function onPong(this: WebSocket): void {
+function onPongFrame(this: EventEmitter): void {
   (this as unknown as Owned)[owner].missedPings = 0;
 }
 
-function onPing(this: WebSocket, data: Buffer): void {
+function onPingFrame(this: EventEmitter, data: Buffer): void {
   (this as unknown as Owned)[owner].onPing(data);
 }
 
@@ -105,6 +114,18 @@ function closeReasonText(text: string): string {
   return bytes.length <= 123 ? text : bytes.subarray(0, 120).toString().replace(/\uFFFD+$/, '') + '...';
 }
 
+/**
+ * `chunk` as one buffer, for one write. Not Buffer.concat's: a small one comes from Buffer's
+ * shared pool, where a long-lived slice (Node keeps one per TLS socket, its ALPN list) would keep
+ * alive the whole slab that this short-lived write filled around it.
+ */
+function coalesce(chunk: Buffer[], bytes: number): Buffer {
+  const out = Buffer.allocUnsafeSlow(bytes);
+  let offset = 0;
+  for (const part of chunk) offset += part.copy(out, offset);
+  return out;
+}
+
 function frameBytes(message: Message): number {
   const frame = frameOf(message);
   return Array.isArray(frame) ? frame[0].length + frame[1].length : frame.length;
@@ -134,12 +155,18 @@ class RateBucket {
   }
 }
 
-/** Messages waiting for the socket, oldest first; replayed history comes before live messages. */
+/**
+ * Messages waiting for the socket, oldest first; replayed history comes before live messages.
+ * What only queued mode needs lives here, not on every (mostly direct) connection.
+ */
 interface Backlog {
   items: Message[];
   head: number;
   /** items[0..replayEnd) are replayed history: paced, but not counted as falling behind. */
   replayEnd: number;
+  /** What the backlog's live messages cost (frame bytes + MESSAGE_OVERHEAD each). */
+  liveCost: number;
+  lastProgressAt: number;
 }
 
 export class Connection implements Member {
@@ -154,9 +181,6 @@ export class Connection implements Member {
   private readonly socket: Socket;
   /** Set while the connection is in queued mode. */
   private backlog: Backlog | undefined;
-  /** What the backlog's live messages cost (frame bytes + MESSAGE_OVERHEAD each). */
-  private liveCost = 0;
-  private lastProgressAt = 0;
   private unreadPongs = 0;
   private readonly bucket: RateBucket | undefined;
   /** Messages read over the rate, published as tokens come; the socket is paused meanwhile. */
@@ -164,29 +188,28 @@ export class Connection implements Member {
 
   constructor(
     private readonly ws: WebSocket,
-    private readonly hub: Hub,
-    private readonly limits: ConnectionLimits,
-    private readonly log: Logger,
-    private readonly events: ConnectionEvents,
-    private readonly traffic: TrafficStats,
-    /** The client's address, for the per-address connection count. */
-    readonly remoteAddress: string,
+    private readonly context: ConnectionContext,
+    /** The client's address, when the endpoint counts connections per address. */
+    readonly remoteAddress: string | undefined,
   ) {
     this.socket = socketOf(ws);
+    const { limits } = context;
     this.bucket = limits.messageRate === undefined ? undefined : new RateBucket(limits.messageRate);
     this.joinTimer = setTimeout(closeForJoinTimeout, limits.joinTimeoutMs, this);
     (ws as unknown as Owned)[owner] = this;
     (this.socket as unknown as Owned)[owner] = this;
+    (receiverOf(ws) as unknown as Owned)[owner] = this;
+    // Pings and pongs are heard on the receiver: the WebSocket keeps as few listeners as a bare
+    // relay's, and each one more would cost every idle client a larger listener table.
     ws.on('message', onMessage);
-    ws.on('pong', onPong);
-    ws.on('ping', onPing);
     ws.on('close', onClose);
     ws.on('error', onError);
+    onPing(ws, onPingFrame);
+    onPong(ws, onPongFrame);
     this.socket.on('drain', onDrain);
     // A client that closes and at once rejoins (here or on another cluster node) must not be
     // refused as its own duplicate, so the session ends at its close frame.
-    const receiver = onCloseFrame(ws, onClientCloseFrame);
-    (receiver as unknown as Owned)[owner] = this;
+    onCloseFrame(ws, onClientCloseFrame);
     onProtocolError(ws, onBadFrame);
   }
 
@@ -198,12 +221,12 @@ export class Connection implements Member {
   /** A frame broke the protocol: close with ws's code and a reason saying what was wrong. */
   onProtocolError(error: Error): void {
     const code = (closeCodeOf(error) ?? CloseCode.protocolError) as CloseCodeValue;
-    this.log.info({ uid: this.uid, code, err: error.message }, 'protocol error');
+    this.context.log.info({ uid: this.uid, code, err: error.message }, 'protocol error');
     this.close({ code, reason: closeReasonText(error.message) });
   }
 
   logError(error: Error): void {
-    this.log.debug({ err: error }, 'websocket error');
+    this.context.log.debug({ err: error }, 'websocket error');
   }
 
   /** Drops the socket without a closing handshake (shutdown's last resort). */
@@ -215,7 +238,7 @@ export class Connection implements Member {
   heartbeat(maxMissed: number): void {
     if (!this.open) return;
     if (this.missedPings >= maxMissed) {
-      this.log.info({ uid: this.uid }, 'ping timeout');
+      this.context.log.info({ uid: this.uid }, 'ping timeout');
       this.close(Close.pingTimeout);
       return;
     }
@@ -236,16 +259,17 @@ export class Connection implements Member {
   deliver(message: Message): void {
     // After a close frame (ours or the client's) no data frame may follow.
     if (!this.open || this.ws.readyState !== OPEN) return;
-    this.traffic.bytesOut += message.data.length;
+    this.context.traffic.bytesOut += message.data.length;
     if (this.backlog !== undefined) return this.queueLive(message);
     writeFrame(this.socket, message);
-    if (this.socket.writableLength > Math.min(QUEUE_AT, this.limits.maxBuffered / 4)) this.startQueueing(0);
+    if (this.socket.writableLength > Math.min(QUEUE_AT, this.context.limits.maxBuffered / 4)) this.startQueueing(0);
   }
 
   /** The history a join replays: sent ahead of later deliveries, as fast as the client reads. */
   replay(history: readonly Message[]): void {
     if (history.length === 0 || !this.open || this.ws.readyState !== OPEN) return;
-    for (const message of history) this.traffic.bytesOut += message.data.length;
+    const { traffic } = this.context;
+    for (const message of history) traffic.bytesOut += message.data.length;
     const backlog = this.startQueueing(history.length);
     // The history array may be shared with other joiners (and the store): copy the references.
     backlog.items.push(...history);
@@ -262,7 +286,7 @@ export class Connection implements Member {
 
   /** A data frame from the client (called by the shared `message` listener). */
   onFrame(data: Buffer, isBinary: boolean): void {
-    this.traffic.bytesIn += data.length;
+    this.context.traffic.bytesIn += data.length;
     this.missedPings = 0;
     if (!this.open) return;
     if (this.session) {
@@ -271,15 +295,16 @@ export class Connection implements Member {
     }
     clearTimeout(this.joinTimer);
     this.joinTimer = undefined; // an idle member should not keep a spent timer alive
-    const parsed = parseJoin(data, isBinary, this.limits.key);
+    trimReceiver(this.ws); // nor the room its join frame took in ws's receiver
+    const parsed = parseJoin(data, isBinary, this.context.limits.key);
     if (!parsed.ok) return this.refuse(parsed.close);
     // Set before joining: with a synchronous store the hub makes this a member right away.
     this.uid = parsed.join.uid;
     this.peer = parsed.join.peer;
-    const joined = this.hub.join(this, parsed.join);
+    const joined = this.context.hub.join(this, parsed.join);
     if (!('publish' in joined)) return this.refuse(joined);
     this.session = joined;
-    this.log.debug({ uid: this.uid, channel: joined.channel }, 'joined');
+    this.context.log.debug({ uid: this.uid, channel: joined.channel }, 'joined');
   }
 
   /**
@@ -324,7 +349,7 @@ export class Connection implements Member {
       const index = backlog.head++;
       const message = items[index]!;
       items[index] = undefined as unknown as Message; // let it go as soon as it is written
-      if (index >= backlog.replayEnd) this.liveCost -= frameBytes(message) + MESSAGE_OVERHEAD;
+      if (index >= backlog.replayEnd) backlog.liveCost -= frameBytes(message) + MESSAGE_OVERHEAD;
       const frame = frameOf(message);
       if (Array.isArray(frame)) {
         this.writeChunk(chunk, chunkBytes);
@@ -344,26 +369,22 @@ export class Connection implements Member {
       wrote = true;
     }
     this.writeChunk(chunk, chunkBytes);
-    if (wrote) this.lastProgressAt = performance.now();
+    if (wrote) backlog.lastProgressAt = performance.now();
     if (backlog.head === items.length) this.leaveQueueing();
   }
 
   private writeChunk(chunk: Buffer[], bytes: number): void {
     if (chunk.length === 1) this.socket.write(chunk[0]!);
-    else if (chunk.length > 1) this.socket.write(Buffer.concat(chunk, bytes));
+    else if (chunk.length > 1) this.socket.write(coalesce(chunk, bytes));
   }
 
   private startQueueing(replayed: number): Backlog {
-    if (this.backlog === undefined) {
-      this.backlog = { items: [], head: 0, replayEnd: replayed };
-      this.lastProgressAt = performance.now();
-    }
+    this.backlog ??= { items: [], head: 0, replayEnd: replayed, liveCost: 0, lastProgressAt: performance.now() };
     return this.backlog;
   }
 
   private leaveQueueing(): void {
     this.backlog = undefined;
-    this.liveCost = 0;
   }
 
   /**
@@ -372,13 +393,14 @@ export class Connection implements Member {
    * one over a quarter of it that has made no progress for the grace period.
    */
   private queueLive(message: Message): void {
-    this.backlog!.items.push(message);
-    this.liveCost += frameBytes(message) + MESSAGE_OVERHEAD;
-    const { maxBuffered, slowConsumerGraceMs } = this.limits;
-    if (this.liveCost <= maxBuffered / 4) return;
-    if (this.liveCost > maxBuffered || performance.now() - this.lastProgressAt > slowConsumerGraceMs) {
-      this.log.warn({ uid: this.uid, backlog: this.liveCost }, 'closing slow consumer');
-      this.events.onClosedForSlowness();
+    const backlog = this.backlog!;
+    backlog.items.push(message);
+    backlog.liveCost += frameBytes(message) + MESSAGE_OVERHEAD;
+    const { maxBuffered, slowConsumerGraceMs } = this.context.limits;
+    if (backlog.liveCost <= maxBuffered / 4) return;
+    if (backlog.liveCost > maxBuffered || performance.now() - backlog.lastProgressAt > slowConsumerGraceMs) {
+      this.context.log.warn({ uid: this.uid, backlog: backlog.liveCost }, 'closing slow consumer');
+      this.context.events.onClosedForSlowness();
       // The close frame follows what the socket already holds: a reader that catches up learns
       // why it was closed; one that never reads again is dropped by the WebSocket close timeout.
       this.close(Close.slowConsumer);
@@ -386,8 +408,8 @@ export class Connection implements Member {
   }
 
   private refuse(reason: CloseReason): void {
-    this.log.info({ code: reason.code, reason: reason.reason }, 'join refused');
-    this.events.onRefused(reason);
+    this.context.log.info({ code: reason.code, reason: reason.reason }, 'join refused');
+    this.context.events.onRefused(reason);
     this.close(reason);
   }
 
@@ -398,7 +420,7 @@ export class Connection implements Member {
     this.leave();
     this.leaveQueueing();
     this.held = undefined;
-    this.events.onClosed(this);
+    this.context.events.onClosed(this);
   }
 
   private leave(): void {

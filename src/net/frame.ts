@@ -7,7 +7,7 @@
 // a setImmediate, which turns a burst into a single writev per socket.
 
 import type { Socket } from 'node:net';
-import type { Message } from '../store/store.js';
+import { ownedMessage, type Message } from '../store/store.js';
 
 const FIN = 0x80;
 const OPCODE_TEXT = 0x1;
@@ -18,9 +18,30 @@ const COPY_LIMIT = 16 * 1024;
 const frameKey = Symbol('frame');
 type Framed = Message & { [frameKey]?: Buffer | [Buffer, Buffer] };
 
+/** Frames are cut from slabs of this size; larger ones get memory of their own. */
+const SLAB_BYTES = 8 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+let slabUsed = 0;
+
+/**
+ * Memory for a frame. A frame lives as long as its message, which history may keep for days, so
+ * it is not cut from Buffer's shared pool: there the short-lived buffers allocated around it (a
+ * replay's coalesced write, say) would leave it holding a mostly dead 8 KiB slab. Cut from slabs
+ * that hold frames alone, they sit densely, and a slab goes once its messages have.
+ */
+function frameMemory(size: number): Buffer {
+  if (size > SLAB_BYTES / 2) return Buffer.allocUnsafeSlow(size);
+  if (slabUsed + size > SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  slabUsed += size;
+  return slab.subarray(slabUsed - size, slabUsed);
+}
+
 function header(length: number, binary: boolean, extra: number): Buffer {
   const size = length < 126 ? 2 : length < 65_536 ? 4 : 10;
-  const out = Buffer.allocUnsafe(size + extra);
+  const out = frameMemory(size + extra);
   out[0] = FIN | (binary ? OPCODE_BINARY : OPCODE_TEXT);
   if (size === 2) {
     out[1] = length;
@@ -51,6 +72,17 @@ export function frameOf(message: Message): Buffer | [Buffer, Buffer] {
     framed[frameKey] = frame;
   }
   return frame;
+}
+
+/**
+ * `message` as the hub keeps it: ownedMessage's copy, made with room for its frame. A Message
+ * framed only later, at its first delivery, would get a property store of its own for it (40
+ * bytes more per message in history).
+ */
+export function keptMessage(message: Message): Message {
+  const { data, binary } = ownedMessage(message);
+  const kept: Framed = { data, binary, [frameKey]: undefined };
+  return kept;
 }
 
 const corked: Socket[] = [];

@@ -79,9 +79,13 @@ export async function startListener(options: ListenerOptions): Promise<Listener>
   // would miss one that never finishes it and close() would wait for the handshake timeout.
   const tcpSockets = new Set<Socket>();
   if (tls) {
+    // One listener for every socket: a `once` closure each would cost every connection ~250 bytes.
+    const forget = function (this: Socket): void {
+      tcpSockets.delete(this);
+    };
     server.on('connection', (socket: Socket) => {
       tcpSockets.add(socket);
-      socket.once('close', () => tcpSockets.delete(socket));
+      socket.on('close', forget);
     });
   }
   if (limit) limitConnections(server, limit, onDrop);

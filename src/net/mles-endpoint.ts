@@ -8,7 +8,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import { Close, type CloseReason } from '../protocol/close-codes.js';
 import type { Hub } from '../hub/hub.js';
-import { Connection, type ConnectionEvents, type ConnectionLimits, type TrafficStats } from './connection.js';
+import { Connection, type ConnectionContext, type ConnectionEvents, type ConnectionLimits, type TrafficStats } from './connection.js';
 import { socketOf } from './ws-internals.js';
 
 export const SUBPROTOCOL = 'mles-websocket';
@@ -40,6 +40,8 @@ export function offersMles(header: string | undefined): boolean {
  * close, and the socket would stay open for good. A client that keeps it open is cut off too.
  */
 function refuseUpgrade(socket: Duplex, status: string, reason: string): void {
+  // Node's HTTP server has let go of the socket's errors; an accepted one has ws's listener.
+  socket.on('error', destroySocket);
   socket.resume();
   if (socket instanceof net.Socket) socket.setTimeout(REFUSED_LINGER_MS, destroySocket);
   socket.end(
@@ -59,13 +61,15 @@ export class MlesEndpoint implements ConnectionEvents {
   /** Open connections per client address, kept only when --max-connections-per-ip is set. */
   private readonly perAddress = new Map<string, number>();
   private readonly pingTimer: NodeJS.Timeout;
+  private readonly context: ConnectionContext;
   private onEmpty: (() => void) | undefined;
 
   constructor(
-    private readonly hub: Hub,
+    hub: Hub,
     private readonly options: EndpointOptions,
-    private readonly log: Logger,
+    log: Logger,
   ) {
+    this.context = { hub, limits: options, log, events: this, traffic: this.stats };
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.maxMessageSize,
@@ -88,15 +92,15 @@ export class MlesEndpoint implements ConnectionEvents {
   }
 
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', destroySocket);
     if (!offersMles(req.headers['sec-websocket-protocol'])) {
       this.countRefusal('no subprotocol');
       refuseUpgrade(socket, '400 Bad Request', `WebSocket upgrade must offer subprotocol ${SUBPROTOCOL}`);
       return;
     }
-    const address = req.socket.remoteAddress ?? '';
     const cap = this.options.maxConnectionsPerIp;
-    if (cap !== undefined && (this.perAddress.get(address) ?? 0) >= cap) {
+    // Read only to count: Node keeps what remoteAddress looks up on the socket for good.
+    const address = cap === undefined ? undefined : req.socket.remoteAddress ?? '';
+    if (address !== undefined && (this.perAddress.get(address) ?? 0) >= cap!) {
       this.countRefusal('too many connections from one address');
       refuseUpgrade(socket, '429 Too Many Requests', `at most ${cap} connections from one address`);
       return;
@@ -128,22 +132,23 @@ export class MlesEndpoint implements ConnectionEvents {
     for (const connection of this.connections) connection.terminate();
   }
 
-  private accept(ws: WebSocket, address: string): void {
+  private accept(ws: WebSocket, address: string | undefined): void {
     const socket = socketOf(ws);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
-    this.connections.add(new Connection(ws, this.hub, this.options, this.log, this, this.stats, address));
+    this.connections.add(new Connection(ws, this.context, address));
     this.stats.connectionsOpen++;
-    if (this.options.maxConnectionsPerIp !== undefined) this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
+    if (address !== undefined) this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
   }
 
   onClosed(connection: Connection): void {
     if (!this.connections.delete(connection)) return;
     this.stats.connectionsOpen--;
-    if (this.options.maxConnectionsPerIp !== undefined) {
-      const open = this.perAddress.get(connection.remoteAddress)! - 1;
-      if (open === 0) this.perAddress.delete(connection.remoteAddress);
-      else this.perAddress.set(connection.remoteAddress, open);
+    const address = connection.remoteAddress;
+    if (address !== undefined) {
+      const open = this.perAddress.get(address)! - 1;
+      if (open === 0) this.perAddress.delete(address);
+      else this.perAddress.set(address, open);
     }
     if (this.connections.size === 0) this.onEmpty?.();
   }
