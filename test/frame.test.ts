@@ -35,14 +35,16 @@ for (const length of [0, 1, 125, 126, 127, 16 * 1024, 16 * 1024 + 1, 65_535, 65_
   }
 }
 
-test('keptMessage: the payload owns exactly its bytes, and framing it later reuses the Message', async () => {
+test('keptMessage: one copy, into its frame, which holds nothing else; the payload is a view of it', async () => {
   const read = Buffer.from('xx{"uid":"a","channel":"b"}yy'); // a view into a larger read, as ws hands it on
   const view = read.subarray(2, read.length - 2);
   const kept = keptMessage({ data: view, binary: false });
   assert.ok(kept.data.equals(view));
-  assert.equal(kept.data.buffer.byteLength, kept.data.length, 'a copy of its own, not a view of the read');
   const frame = frameOf(kept);
   assert.equal(frameOf(kept), frame, 'framed once, then reused');
+  assert.ok(!Array.isArray(frame));
+  assert.equal(frame.buffer, kept.data.buffer, 'the payload is a view of its frame');
+  assert.equal(frame.buffer.byteLength, frame.length, 'a frame of its own, not a view of the read or of a shared slab');
   const parsed = await parse(frame as Buffer);
   assert.ok(parsed.data.equals(view));
   assert.equal(parsed.binary, false);

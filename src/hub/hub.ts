@@ -34,8 +34,8 @@ export interface HubSettings {
   peerKey?: string | undefined;
   /**
    * How a message the hub keeps (history, members' queues) gets memory of its own, apart from
-   * the read it arrived in: ownedMessage unless given. The server's also makes room on it for the
-   * WebSocket frame its deliveries add (src/net/frame.ts).
+   * the read it arrived in: ownedMessage unless given. The server's copies it straight into the
+   * WebSocket frame its deliveries send (src/net/frame.ts).
    */
   ownMessage?: (message: Message) => Message;
 }

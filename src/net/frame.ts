@@ -18,31 +18,15 @@ const COPY_LIMIT = 16 * 1024;
 const frameKey = Symbol('frame');
 type Framed = Message & { [frameKey]?: Buffer | [Buffer, Buffer] };
 
-/** Frames are cut from slabs of this size; larger ones get memory of their own. */
-const SLAB_BYTES = 8 * 1024;
-let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-let slabUsed = 0;
-
-/**
- * Memory for a frame. A frame lives as long as its message, which history may keep for days, so
- * it is not cut from Buffer's shared pool: there the short-lived buffers allocated around it (a
- * replay's coalesced write, say) would leave it holding a mostly dead 8 KiB slab. Cut from slabs
- * that hold frames alone, they sit densely, and a slab goes once its messages have.
- */
-function frameMemory(size: number): Buffer {
-  if (size > SLAB_BYTES / 2) return Buffer.allocUnsafeSlow(size);
-  if (slabUsed + size > SLAB_BYTES) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabUsed = 0;
-  }
-  slabUsed += size;
-  return slab.subarray(slabUsed - size, slabUsed);
+/** The size of a frame's header for a payload of `length` bytes. */
+function headerSize(length: number): number {
+  return length < 126 ? 2 : length < 65_536 ? 4 : 10;
 }
 
-function header(length: number, binary: boolean, extra: number): Buffer {
-  const size = length < 126 ? 2 : length < 65_536 ? 4 : 10;
-  const out = frameMemory(size + extra);
+/** Writes the header of a frame for `length` payload bytes at the start of `out`. */
+function writeHeader(out: Buffer, length: number, binary: boolean): void {
   out[0] = FIN | (binary ? OPCODE_BINARY : OPCODE_TEXT);
+  const size = headerSize(length);
   if (size === 2) {
     out[1] = length;
   } else if (size === 4) {
@@ -53,6 +37,16 @@ function header(length: number, binary: boolean, extra: number): Buffer {
     out.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
     out.writeUInt32BE(length >>> 0, 6);
   }
+}
+
+/**
+ * Memory of its own for a frame (not a slice of Buffer's shared pool): a frame lives as long as
+ * its message, which history may keep for days, and a pool slice would keep the whole 8 KiB
+ * slab it was cut from alive with it.
+ */
+function frameWith(length: number, binary: boolean, extra: number): Buffer {
+  const out = Buffer.allocUnsafeSlow(headerSize(length) + extra);
+  writeHeader(out, length, binary);
   return out;
 }
 
@@ -63,11 +57,10 @@ export function frameOf(message: Message): Buffer | [Buffer, Buffer] {
   if (frame === undefined) {
     const { data, binary } = message;
     if (data.length <= COPY_LIMIT) {
-      const out = header(data.length, binary, data.length);
-      data.copy(out, out.length - data.length);
-      frame = out;
+      frame = frameWith(data.length, binary, data.length);
+      data.copy(frame, frame.length - data.length);
     } else {
-      frame = [header(data.length, binary, 0), data];
+      frame = [frameWith(data.length, binary, 0), data];
     }
     framed[frameKey] = frame;
   }
@@ -75,13 +68,23 @@ export function frameOf(message: Message): Buffer | [Buffer, Buffer] {
 }
 
 /**
- * `message` as the hub keeps it: ownedMessage's copy, made with room for its frame. A Message
- * framed only later, at its first delivery, would get a property store of its own for it (40
- * bytes more per message in history).
+ * `message` as the hub keeps it (history, members' queues), apart from the read it arrived in.
+ * Up to COPY_LIMIT it is copied once, into its frame, and its payload is a view of that: one
+ * allocation for both, which no other buffer shares. Bigger ones keep a payload of their own
+ * (ownedMessage: not copied if it owns its memory already) and are framed at their first send.
  */
 export function keptMessage(message: Message): Message {
-  const { data, binary } = ownedMessage(message);
-  const kept: Framed = { data, binary, [frameKey]: undefined };
+  const { data, binary } = message;
+  if (data.length > COPY_LIMIT) {
+    const owned = ownedMessage(message);
+    // The frame's key is made now: added at the first send, it would cost a property store.
+    const kept: Framed = { data: owned.data, binary, [frameKey]: undefined };
+    return kept;
+  }
+  const frame = frameWith(data.length, binary, data.length);
+  const start = frame.length - data.length;
+  data.copy(frame, start);
+  const kept: Framed = { data: frame.subarray(start), binary, [frameKey]: frame };
   return kept;
 }
 
