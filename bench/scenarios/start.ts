@@ -3,14 +3,13 @@
 // until its idle-time collection runs (Node's, some 5 to 10 s after start-up); at rest is what
 // it holds for as long as nobody connects.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { serverPids, totalRssBytes } from '../measure.js';
 import type { ServerProcess } from '../targets/process.js';
 import type { Metrics } from './traffic.js';
 
 const READING_MS = 500;
 const MIB = 1024 * 1024;
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function runStart(server: ServerProcess, restSeconds: number): Promise<Metrics> {
   await sleep(1000);

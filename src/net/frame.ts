@@ -18,15 +18,16 @@ const COPY_LIMIT = 16 * 1024;
 const frameKey = Symbol('frame');
 type Framed = Message & { [frameKey]?: Buffer | [Buffer, Buffer] };
 
-/** The size of a frame's header for a payload of `length` bytes. */
-function headerSize(length: number): number {
-  return length < 126 ? 2 : length < 65_536 ? 4 : 10;
-}
-
-/** Writes the header of a frame for `length` payload bytes at the start of `out`. */
-function writeHeader(out: Buffer, length: number, binary: boolean): void {
+/**
+ * A frame for `length` payload bytes of which `copied` follow its header in the same buffer (0:
+ * the header alone). Memory of its own, not a slice of Buffer's shared pool: a frame lives as
+ * long as its message, which history may keep for days, and a pool slice would keep the whole
+ * 8 KiB slab it was cut from alive with it.
+ */
+function frameBuffer(length: number, binary: boolean, copied: number): Buffer {
+  const size = length < 126 ? 2 : length < 65_536 ? 4 : 10;
+  const out = Buffer.allocUnsafeSlow(size + copied);
   out[0] = FIN | (binary ? OPCODE_BINARY : OPCODE_TEXT);
-  const size = headerSize(length);
   if (size === 2) {
     out[1] = length;
   } else if (size === 4) {
@@ -37,17 +38,14 @@ function writeHeader(out: Buffer, length: number, binary: boolean): void {
     out.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
     out.writeUInt32BE(length >>> 0, 6);
   }
+  return out;
 }
 
-/**
- * Memory of its own for a frame (not a slice of Buffer's shared pool): a frame lives as long as
- * its message, which history may keep for days, and a pool slice would keep the whole 8 KiB
- * slab it was cut from alive with it.
- */
-function frameWith(length: number, binary: boolean, extra: number): Buffer {
-  const out = Buffer.allocUnsafeSlow(headerSize(length) + extra);
-  writeHeader(out, length, binary);
-  return out;
+/** `data` copied behind its header: one buffer, one write per recipient. */
+function copiedFrame(data: Buffer, binary: boolean): Buffer {
+  const frame = frameBuffer(data.length, binary, data.length);
+  data.copy(frame, frame.length - data.length);
+  return frame;
 }
 
 /** The message as one WebSocket frame (header + payload), built on first use and kept. */
@@ -56,12 +54,7 @@ export function frameOf(message: Message): Buffer | [Buffer, Buffer] {
   let frame = framed[frameKey];
   if (frame === undefined) {
     const { data, binary } = message;
-    if (data.length <= COPY_LIMIT) {
-      frame = frameWith(data.length, binary, data.length);
-      data.copy(frame, frame.length - data.length);
-    } else {
-      frame = [frameWith(data.length, binary, 0), data];
-    }
+    frame = data.length <= COPY_LIMIT ? copiedFrame(data, binary) : [frameBuffer(data.length, binary, 0), data];
     framed[frameKey] = frame;
   }
   return frame;
@@ -71,20 +64,17 @@ export function frameOf(message: Message): Buffer | [Buffer, Buffer] {
  * `message` as the hub keeps it (history, members' queues), apart from the read it arrived in.
  * Up to COPY_LIMIT it is copied once, into its frame, and its payload is a view of that: one
  * allocation for both, which no other buffer shares. Bigger ones keep a payload of their own
- * (ownedMessage: not copied if it owns its memory already) and are framed at their first send.
+ * (ownedMessage: not copied if it owns its memory already) and are framed at their first send;
+ * their frame's key is made now all the same (added later, it would cost a property store).
  */
 export function keptMessage(message: Message): Message {
   const { data, binary } = message;
   if (data.length > COPY_LIMIT) {
-    const owned = ownedMessage(message);
-    // The frame's key is made now: added at the first send, it would cost a property store.
-    const kept: Framed = { data: owned.data, binary, [frameKey]: undefined };
+    const kept: Framed = { data: ownedMessage(message).data, binary, [frameKey]: undefined };
     return kept;
   }
-  const frame = frameWith(data.length, binary, data.length);
-  const start = frame.length - data.length;
-  data.copy(frame, start);
-  const kept: Framed = { data: frame.subarray(start), binary, [frameKey]: frame };
+  const frame = copiedFrame(data, binary);
+  const kept: Framed = { data: frame.subarray(frame.length - data.length), binary, [frameKey]: frame };
   return kept;
 }
 
